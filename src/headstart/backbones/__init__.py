@@ -1,0 +1,80 @@
+"""Backbone adapters behind one protocol (features ``[B, D]``, ``out_dim``, ordered ``blocks()``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from headstart.backbones.base import (
+    Backbone,
+    BlockGroup,
+    check_layer_map,
+    count_params,
+    detect_blocks,
+    named_blocks_from_paths,
+)
+from headstart.backbones.hf import DEFAULT_TEXT_MODEL, HFBackbone, default_text_model_path, pool_hidden
+from headstart.backbones.ptls import PtlsBackbone, is_ptls_encoder
+from headstart.backbones.torch_module import TorchBackbone, import_object
+from headstart.registry import Registry
+
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_TEXT_MODEL",
+    "Backbone",
+    "BlockGroup",
+    "HFBackbone",
+    "PtlsBackbone",
+    "TorchBackbone",
+    "as_backbone",
+    "build_backbone",
+    "check_layer_map",
+    "count_params",
+    "default_text_model_path",
+    "detect_blocks",
+    "import_object",
+    "named_blocks_from_paths",
+    "pool_hidden",
+]
+
+BACKBONES: Registry[Any] = Registry("backbone type")
+
+
+@BACKBONES.register("hf")
+def _build_hf(cfg: Any) -> Backbone:
+    return HFBackbone(cfg.name_or_path, pooling=cfg.pooling, blocks=cfg.blocks)
+
+
+@BACKBONES.register("torch")
+def _build_torch(cfg: Any) -> Backbone:
+    return TorchBackbone.from_import(
+        cfg.module, cfg.kwargs, out_dim=cfg.out_dim, blocks=cfg.blocks, block_container=cfg.block_container
+    )
+
+
+@BACKBONES.register("ptls")
+def _build_ptls(cfg: Any) -> Backbone:
+    built = TorchBackbone.from_import(cfg.module, cfg.kwargs, out_dim=cfg.out_dim)
+    return PtlsBackbone(built.module, blocks=cfg.blocks)
+
+
+def build_backbone(cfg: Any) -> Backbone:
+    """Backbone from a validated ``BackboneConfig`` (see :mod:`headstart.config`)."""
+    return BACKBONES.get(cfg.type, where="backbone.type")(cfg)
+
+
+def as_backbone(module: nn.Module, out_dim: int | None = None) -> Backbone:
+    """Wrap whatever the user passed (ptls encoder, HF model, plain module) in the right adapter."""
+    if isinstance(module, Backbone):
+        return module
+    if is_ptls_encoder(module):
+        return PtlsBackbone(module)
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is an optional extra
+        PreTrainedModel = ()  # type: ignore[assignment,misc]
+    if PreTrainedModel and isinstance(module, PreTrainedModel):
+        path = getattr(module.config, "_name_or_path", "")
+        return HFBackbone(path, model=module)
+    return TorchBackbone(module, out_dim=out_dim)

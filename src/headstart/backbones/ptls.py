@@ -1,0 +1,47 @@
+"""pytorch-lifestream (ptls) sequence encoders: ``TransformerSeqEncoder``, ``RnnSeqEncoder``, ...
+
+They take a ``PaddedBatch`` and, with ``is_reduce_sequence=True``, return ``[B, embedding_size]``.
+Layer map: the transaction encoder (plus the sequence encoder's own loose parameters such as the
+CLS starter) as ``stem``, each transformer layer, the final norm as ``neck``; an RNN encoder has no
+layer list, so it is ``trx_encoder`` then ``seq_encoder``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import detect_blocks, named_blocks_from_paths
+from headstart.backbones.torch_module import TorchBackbone
+
+__all__ = ["PtlsBackbone", "is_ptls_encoder"]
+
+
+def is_ptls_encoder(module: nn.Module) -> bool:
+    """True for ptls ``SeqEncoderContainer`` subclasses (checked without importing ptls)."""
+    return any(
+        c.__module__.startswith("ptls.") and c.__name__ == "SeqEncoderContainer" for c in type(module).__mro__
+    )
+
+
+class PtlsBackbone(TorchBackbone):
+    """A ptls seq encoder whose output is reduced to one vector per sequence."""
+
+    def __init__(self, module: nn.Module, blocks: list[str] | None = None) -> None:
+        if hasattr(module, "is_reduce_sequence") and not module.is_reduce_sequence:
+            # Fine-tuning a classifier needs one vector per sequence; ptls' own flag does that.
+            module.is_reduce_sequence = True
+        super().__init__(module, out_dim=int(module.embedding_size), blocks=blocks)
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        if self._block_paths:
+            return named_blocks_from_paths(self.module, self._block_paths)
+        found = detect_blocks(self.module)
+        if len(found) == 1 and hasattr(self.module, "trx_encoder") and hasattr(self.module, "seq_encoder"):
+            return [("trx_encoder", self.module.trx_encoder), ("seq_encoder", self.module.seq_encoder)]
+        return found
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.module(inputs)

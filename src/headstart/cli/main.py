@@ -1,0 +1,187 @@
+"""The ``headstart`` command line: fit, inspect, evaluate, predict, embed.
+
+Every user error surfaces as one paragraph on stderr (exit code 2), never a stack trace; set
+``HEADSTART_DEBUG=1`` to see the trace anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from headstart.errors import ConfigError, HeadstartError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune pretrained encoders on downstream tasks.")
+
+ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", show_default=False)]
+
+
+def _overrides(
+    pretrain: str | None, strategy: str | None, lr: str | None, epochs: str | None, warmup_epochs: str | None,
+    seed: str | None, output_dir: str | None, sets: list[str] | None,
+) -> list[tuple[list[str], object]]:
+    import yaml
+
+    from headstart.config import parse_override
+    from headstart.strategies import parse_strategy_spec
+
+    out: list[tuple[list[str], object]] = []
+    for keys, raw in ((["pretrain"], pretrain), (["optim", "lr"], lr), (["trainer", "epochs"], epochs),
+                      (["optim", "warmup_epochs"], warmup_epochs), (["trainer", "seed"], seed),
+                      (["output_dir"], output_dir)):
+        if raw is not None:
+            out.append((keys, yaml.safe_load(raw) if keys[0] != "output_dir" and keys != ["pretrain"] else raw))
+    if strategy is not None:
+        try:
+            fields = parse_strategy_spec(strategy)
+        except ValueError as exc:
+            raise ConfigError(f"--strategy '{strategy}' is not understood ({exc}). Examples: full, linear_probe, "
+                              f"partial:2, partial:0-3, gradual:2, gradual:2:1, lora, lora:16.") from None
+        out.append((["strategy"], fields))
+    out += [parse_override(s) for s in sets or []]
+    return out
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # Frozen blocks are in eval mode on purpose (DESIGN rule 6); each phase change is logged instead.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@app.command()
+def fit(
+    config: ConfigArg,
+    pretrain: Annotated[str | None, typer.Option(help="Encoder checkpoint loaded before fine-tuning.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="full | linear_probe | partial:K | partial:A-B | gradual:E "
+                                                      "| lora[:R]")] = None,
+    lr: Annotated[str | None, typer.Option(help="Head learning rate (optim.lr).")] = None,
+    epochs: Annotated[str | None, typer.Option(help="trainer.epochs")] = None,
+    warmup_epochs: Annotated[str | None, typer.Option("--warmup-epochs", help="optim.warmup_epochs")] = None,
+    seed: Annotated[str | None, typer.Option(help="trainer.seed")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Run directory.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set data.batch_size=16")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last.ckpt.")] = False,
+) -> None:
+    """Fine-tune a model as CONFIG describes and write a run directory."""
+    from headstart.config import load_config
+    from headstart.experiments.fit import run_fit
+
+    cfg = load_config(config, _overrides(pretrain, strategy, lr, epochs, warmup_epochs, seed, output_dir, sets))
+    result = run_fit(cfg, overwrite=overwrite, resume=resume)
+    typer.echo(f"\nRun written to {result.run_dir}")
+
+
+@app.command()
+def inspect(
+    config: ConfigArg,
+    strategy: Annotated[str | None, typer.Option(help="Strategy override, as for fit.")] = None,
+    lr: Annotated[str | None, typer.Option()] = None,
+    epochs: Annotated[str | None, typer.Option()] = None,
+    steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", help="For the LR column.")] = 100,
+    sets: Annotated[list[str] | None, typer.Option("--set")] = None,
+) -> None:
+    """Print the layer map and the param-group table (group, #params, lr, weight decay, trainable)."""
+    from headstart.config import load_config
+    from headstart.experiments.build import build_model
+    from headstart.experiments.inspect import format_inspect
+
+    cfg = load_config(config, _overrides(None, strategy, lr, epochs, None, None, None, sets))
+    model = build_model(cfg, n_classes=2, verbose=True)
+    typer.echo(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
+    typer.echo("(head shown for 2 classes; the class count comes from the data at fit time)")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Path, typer.Option(help="Labelled file with the run's columns.")],
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
+) -> None:
+    """Metrics of a run's best weights on a labelled file."""
+    import json
+
+    from headstart.experiments.inference import evaluate_file
+
+    metrics = evaluate_file(run_dir, data)
+    text = json.dumps(metrics, indent=2)
+    typer.echo(text)
+    if output is not None:
+        from headstart.train.checkpoint import atomic_write_text
+
+        atomic_write_text(output, text)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Path, typer.Option(help="File with the run's text column(s).")],
+    output: Annotated[Path, typer.Option(help="Predictions CSV.")] = Path("predictions.csv"),
+) -> None:
+    """Predicted label and class probabilities for every row (CSV)."""
+    from headstart.experiments.inference import predict_file
+
+    frame = predict_file(run_dir, data)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(output, index=False)
+    typer.echo(f"{len(frame)} predictions written to {output}")
+
+
+@app.command()
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    data: Annotated[Path, typer.Option(help="File with the run's text column(s).")],
+    output: Annotated[Path, typer.Option(help="Embeddings Parquet file.")] = Path("embeddings.parquet"),
+) -> None:
+    """Backbone embeddings of every row (Parquet, one list column ``embedding``)."""
+    from headstart.experiments.inference import embed_file
+
+    frame = embed_file(run_dir, data)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(output, index=False)
+    dim = len(frame["embedding"].iloc[0]) if len(frame) else 0
+    typer.echo(f"{len(frame)} embeddings of size {dim} written to {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors become one clear paragraph and exit code 2."""
+    _setup_logging()
+    try:
+        app(args=argv, standalone_mode=False)
+    except HeadstartError as exc:
+        if os.environ.get("HEADSTART_DEBUG"):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted (the last completed epoch is in checkpoints/last.ckpt; use --resume)", err=True)
+        return 130
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

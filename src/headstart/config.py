@@ -1,0 +1,252 @@
+"""Typed, validated run configs (YAML <-> pydantic, ``extra="forbid"``).
+
+``load_config`` reads YAML, applies overrides (``--set data.batch_size=16`` style dotted keys) and
+validates everything at once: every problem in the file is reported together, unknown keys come with
+a "did you mean", and each line says where (``optim.lr``), the value seen and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headstart.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "BackboneConfig",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "HeadConfig",
+    "LoraConfig",
+    "LossConfig",
+    "OptimConfig",
+    "RunConfig",
+    "StrategyConfig",
+    "TrainerConfig",
+    "apply_overrides",
+    "config_to_yaml",
+    "load_config",
+    "parse_override",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    train: str
+    val: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    train_subset: int | None = Field(None, gt=0)
+    max_length: int = Field(128, ge=8, le=8192)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class BackboneConfig(_Strict):
+    type: Literal["hf", "torch", "ptls"] = "hf"
+    name_or_path: str | None = None  # hf: local dir or hub id; empty = the packaged MiniLM
+    pooling: Literal["mean", "cls", "max"] = "mean"
+    module: str | None = None  # torch/ptls: "package.module:Factory"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None  # torch/ptls: weights loaded into the module before fine-tuning
+    out_dim: int | None = None
+    blocks: list[str] | None = None  # explicit layer map (module paths), overrides auto-detection
+    block_container: str | None = None
+
+    @model_validator(mode="after")
+    def _module_needed(self) -> BackboneConfig:
+        if self.type in ("torch", "ptls") and not self.module:
+            raise ValueError(f"backbone.type '{self.type}' needs backbone.module ('package.module:ClassName')")
+        return self
+
+
+class HeadConfig(_Strict):
+    type: Literal["mlp"] = "mlp"
+    hidden_dims: list[int] = Field(default_factory=list)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] = "gelu"
+
+
+class LossConfig(_Strict):
+    type: Literal["ce", "focal"] = "ce"
+    class_weights: Literal["balanced"] | list[float] | None = None
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = None
+
+
+class StrategyConfig(_Strict):
+    name: Literal["full", "linear_probe", "partial", "gradual", "lora"] = "full"
+    freeze: str | None = None
+    train_last: int | None = Field(None, ge=0)
+    freeze_epochs: int = Field(0, ge=0)
+    unfreeze_every: int | None = Field(None, ge=1)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+
+class OptimConfig(_Strict):
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(5e-5, gt=0.0)
+    encoder_lr: float | None = Field(None, gt=0.0)
+    encoder_lr_ratio: float = Field(1.0, gt=0.0)
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.9, ge=0.0)
+    scheduler: Literal["cosine", "linear", "plateau", "none"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    warmup_steps: int | None = Field(None, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(1, ge=0)
+    plateau_monitor: str = "val_loss"
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    accumulate: int = Field(1, ge=1)
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: str = "val_loss"
+    patience: int = Field(3, ge=1)
+    mode: Literal["min", "max"] = "min"
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainerConfig(_Strict):
+    epochs: int = Field(3, ge=1)
+    precision: Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = "auto"
+    seed: int = 42
+    monitor: str = "val_acc"
+    monitor_mode: Literal["min", "max"] = "max"
+    save_top_k: int = Field(1, ge=1)
+    early_stopping: EarlyStoppingConfig | None = None
+    threads: int | None = Field(None, ge=1)
+    deterministic: bool = False
+    log_every_n_steps: int = Field(20, ge=1)
+    limit_train_batches: int | float | None = None
+    progress_bar: bool = True
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    task: Literal["text_classification"] = "text_classification"
+    output_dir: str = "runs/run"
+    pretrain: str | None = None  # encoder weights loaded before fine-tuning (strict=False, key report)
+    data: DataConfig
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = RunConfig
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        candidates = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = candidates[0] if candidates else None
+    return model
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal"))))
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            model = _model_for_path(loc)
+            valid = list(model.model_fields) if model else []
+            hint = did_you_mean(str(loc[-1]), valid)
+            lines.append(f"- unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}.")
+        elif err["type"] == "missing":
+            lines.append(f"- '{where}' is required but missing.")
+        else:
+            value = err.get("input")
+            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            lines.append(f"- '{where}': {err['msg']} (got {shown}).")
+    return f"Invalid config {source}: {len(lines)} problem(s):\n" + "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``key.sub=value`` -> (["key", "sub"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}' must look like key.subkey=value, e.g. --set optim.lr=3e-5.")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return [k for k in key.strip().split(".") if k], value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    for keys, value in overrides:
+        node = raw
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] | None = None,
+                raw: dict[str, Any] | None = None) -> RunConfig:
+    """Read, override and validate a run config; every problem is reported in one ConfigError."""
+    source = "(in memory)"
+    if raw is None:
+        if path is None:
+            raise ConfigError("No config given.")
+        p = Path(path)
+        source = f"'{p}'"
+        if not p.is_file():
+            raise ConfigError(f"Config file '{p}' does not exist (resolved to {p.resolve()}).")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file '{p}' is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"Config file '{p}' must hold a mapping of keys, got {type(raw).__name__}.")
+        base = p.resolve().parent
+        data = raw.get("data")
+        if isinstance(data, dict):  # data paths are relative to the config file
+            for key in ("train", "val", "test"):
+                if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                    data[key] = str((base / data[key]).resolve()) if (base / data[key]).exists() else data[key]
+    raw = apply_overrides(dict(raw), overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,221 @@
+"""Read one tabular data file (csv, tsv, parquet, JSON lines) into a DataFrame, with readable errors.
+
+Empty cells become NaN so that missing labels can be reported, but words such as "NA" or "null" stay
+text: pandas' default NA list would silently turn a review that says "NA" into a missing value. TSV is
+read without quote handling because real TSV corpora (SST-2, MRPC) contain unbalanced double quotes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from headstart.errors import ConfigError, DataError, did_you_mean, format_choices
+
+__all__ = ["FORMATS", "SUFFIXES", "detect_format", "read_table"]
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "json")
+# Longest suffixes first so that ".csv.gz" wins over ".gz".
+SUFFIXES: dict[str, str] = {
+    ".csv.gz": "csv",
+    ".tsv.gz": "tsv",
+    ".jsonl.gz": "jsonl",
+    ".json.gz": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "json",
+}
+_BOM = "\ufeff"
+_PARSE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, zlib.error)
+try:  # pyarrow's errors are mostly ValueError/OSError subclasses, but not all of them
+    import pyarrow as _pa
+
+    _PARSE_ERRORS = (*_PARSE_ERRORS, _pa.ArrowException)
+except ImportError:  # pragma: no cover - pyarrow is a dependency
+    pass
+
+
+def detect_format(path: str | os.PathLike[str], fmt: str = "auto", where: str = "data.train") -> str:
+    """Return one of FORMATS for ``path``: ``fmt`` itself when given, else from the file suffix."""
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt != "auto":
+        if fmt not in FORMATS:
+            raise ConfigError(
+                f"The data format for {where} is '{fmt}', which headstart cannot read. Expected 'auto' or one "
+                f"of {format_choices(FORMATS)}.{did_you_mean(fmt, FORMATS)} Fix the format setting "
+                f"(data.format), or use 'auto' to decide from the file suffix."
+            )
+        return fmt
+    name = Path(path).name.lower()
+    for suffix, found in SUFFIXES.items():
+        if name.endswith(suffix):
+            return found
+    raise DataError(
+        f"{where}: cannot tell the format of '{path}' from its suffix '{''.join(Path(path).suffixes) or '(none)'}'. "
+        f"Supported suffixes are {format_choices(SUFFIXES)}. Rename the file, or set the format explicitly "
+        f"(data.format: csv, tsv, parquet, jsonl or json; a tab-separated .txt file is 'tsv')."
+    )
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    fmt: str = "auto",
+    where: str = "data.train",
+    *,
+    text_columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read ``path`` into a DataFrame; every problem becomes one DataError paragraph naming ``where``.
+
+    ``text_columns`` are read as strings in csv/tsv files so that texts such as "007" or "1e5" are not
+    turned into numbers; other columns keep pandas' type inference (labels become ints where they can).
+    """
+    file = _check_file(Path(os.path.expanduser(str(path))), where)
+    kind = detect_format(file, fmt, where)
+    try:
+        frame = _read(file, kind, text_columns)
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{where}: the file '{file}' is empty (no header and no rows). Expected a {kind} file with a header "
+            f"line and at least one data row; point {where} at the right file."
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{where}: '{file}' is not valid UTF-8 text ({exc.reason} at byte {exc.start}). headstart reads "
+            f"text files as UTF-8; re-save the file as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)."
+        ) from None
+    except _PARSE_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(
+            f"{where}: could not parse '{file}' as {kind}: {message}. Check that the file really is {kind} "
+            f"(for csv, quotes must be balanced; for tsv, every line needs the same number of tabs), or set "
+            f"the format explicitly with data.format."
+        ) from None
+    frame = _strip_bom(frame)
+    if len(frame.columns) == 0 or len(frame) == 0:
+        columns = format_choices(frame.columns) or "none"
+        raise DataError(
+            f"{where}: '{file}' has no data rows (columns found: {columns}). Expected at least one row after "
+            f"the header; point {where} at a file with data."
+        )
+    return frame
+
+
+def _check_file(file: Path, where: str) -> Path:
+    """Fail early, with nearby file names, when the path does not name a readable file."""
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.is_file())[:5]
+        listing = f" It contains: {format_choices(inside)}." if inside else " It contains no files."
+        raise DataError(
+            f"{where} is '{file}', which is a directory, not a data file.{listing} Set {where} to the path of "
+            f"one csv, tsv, parquet or jsonl file."
+        )
+    if file.exists():
+        return file
+    parent = file.parent
+    resolved = file.resolve()
+    if not parent.is_dir():
+        hint = f" Its directory '{parent.resolve()}' does not exist either."
+    else:
+        names = sorted(p.name for p in parent.iterdir() if p.is_file())
+        hint = did_you_mean(file.name, names, n=5)
+        if not hint and names:
+            data_files = [n for n in names if any(n.lower().endswith(s) for s in SUFFIXES)] or names
+            hint = f" Files in that directory include: {format_choices(data_files, limit=5)}."
+        elif not names:
+            hint = " That directory holds no files."
+    raise DataError(
+        f"{where}: the file '{file}' does not exist (resolved to {resolved}).{hint} Fix the path in {where}; "
+        f"relative paths are resolved from the current working directory ({Path.cwd()})."
+    )
+
+
+def _read(file: Path, kind: str, text_columns: Sequence[str]) -> pd.DataFrame:
+    """Dispatch to the reader of one format."""
+    if kind in ("csv", "tsv"):
+        options: dict[str, object] = {"sep": ",", "quoting": csv.QUOTE_MINIMAL}
+        if kind == "tsv":
+            options = {"sep": "\t", "quoting": csv.QUOTE_NONE}
+        return pd.read_csv(
+            file,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig",
+            compression="infer",
+            dtype={str(c): str for c in text_columns},
+            low_memory=False,
+            **options,
+        )
+    if kind == "parquet":
+        return pd.read_parquet(file)
+    return _read_json_records(file)
+
+
+def _read_json_records(file: Path) -> pd.DataFrame:
+    """JSON lines, or a JSON array of records; one object per row."""
+    if file.name.lower().endswith(".gz"):
+        import gzip
+
+        with gzip.open(file, "rt", encoding="utf-8-sig") as handle:
+            text = handle.read()
+    else:
+        text = file.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if not stripped:
+        raise pd.errors.EmptyDataError("empty JSON file")
+    if stripped.startswith("["):
+        try:
+            records = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"invalid JSON array at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        if not isinstance(records, list):
+            raise ValueError(f"expected a JSON array of objects, got a JSON {type(records).__name__}")
+        for i, record in enumerate(records):
+            _check_record(record, f"array element {i}")
+        return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"invalid JSON on line {number}, column {exc.colno}: {exc.msg}") from None
+        _check_record(records[-1], f"line {number}")
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def _check_record(record: object, what: str) -> None:
+    """Every row must be a JSON object (``{"text": ..., "label": ...}``)."""
+    if not isinstance(record, dict):
+        raise ValueError(
+            f'{what} is a JSON {type(record).__name__}, expected an object such as {{"text": "...", "label": 1}}'
+        )
+
+
+def _strip_bom(frame: pd.DataFrame) -> pd.DataFrame:
+    """Remove stray leading U+FEFF from column names and string cells (left by concatenated files)."""
+    frame.columns = [c.lstrip(_BOM) if isinstance(c, str) else c for c in frame.columns]
+    for position in range(frame.shape[1]):
+        series = frame.iloc[:, position]
+        if not (series.dtype == object or isinstance(series.dtype, pd.StringDtype)):
+            continue
+        try:
+            mask = series.str.startswith(_BOM, na=False).to_numpy(dtype=bool)
+        except AttributeError:  # an object column without any strings (e.g. JSON lists)
+            continue
+        if mask.any():
+            frame.iloc[mask.nonzero()[0], position] = series[mask].str.lstrip(_BOM).to_numpy()
+    return frame

@@ -1,0 +1,376 @@
+"""Text classification data: files -> checked, encoded splits -> tokenized dataset -> padded batches.
+
+All checks run before any model is built, so a wrong column name or an unseen label fails in a second
+with a message naming the file and the config key, not after an hour of training. Every frame keeps a
+``row`` column (0-based row in its source file) so predictions and errors can point back at the data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from headstart.data.labels import LabelMap
+from headstart.data.readers import read_table
+from headstart.data.splits import stratified_split, stratified_subset
+from headstart.errors import ConfigError, DataError, did_you_mean, format_choices
+
+__all__ = [
+    "TextClassificationDataset",
+    "TextCollator",
+    "TextSplits",
+    "load_text_frame",
+    "load_text_splits",
+]
+
+_TOKENIZE_CHUNK = 1024
+
+
+@dataclass
+class TextSplits:
+    """Encoded train/val/(test) frames with columns text, [text_pair], label (int64), row."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame | None
+    label_map: LabelMap
+
+
+def load_text_splits(
+    *,
+    train: str | os.PathLike[str],
+    val: str | os.PathLike[str] | None,
+    test: str | os.PathLike[str] | None,
+    text_column: str,
+    label_column: str,
+    text_pair_column: str | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    train_subset: int | None = None,
+    seed: int = 42,
+    fmt: str = "auto",
+) -> TextSplits:
+    """Read, split, subsample and label-encode the data of a text classification run.
+
+    Carved fractions are fractions of the whole training file (0.1 + 0.1 gives 80/10/10), taken with a
+    stratified, seeded split; ``train_subset`` then subsamples the remaining training rows only. The label
+    map is built from the final training rows, so a validation label unseen in training is an error.
+    """
+    _check_settings(val, test, val_fraction, test_fraction, train_subset)
+    columns = {"data.text_column": text_column, "data.label_column": label_column}
+    if text_pair_column is not None:
+        columns["data.text_pair_column"] = text_pair_column
+
+    pool = _read_split(train, fmt, "data.train", columns)
+    train_where = f"data.train ({train}), column '{label_column}'"
+    LabelMap.from_labels(pool["label"], train_where, rows=pool["row"].to_numpy())  # empty labels, whole file
+    n_file = len(pool)
+
+    if test is not None:
+        test_raw: pd.DataFrame | None = _read_split(test, fmt, "data.test", columns)
+        test_where = f"data.test ({test}), column '{label_column}'"
+    elif test_fraction > 0:
+        pool, test_raw = _carve(pool, test_fraction, n_file, seed, "test", train)
+        test_where = (
+            f"the test split carved from data.train ({train}) with data.test_fraction={test_fraction}"
+        )
+    else:
+        test_raw, test_where = None, ""
+
+    if val is not None:
+        val_raw = _read_split(val, fmt, "data.val", columns)
+        val_where = f"data.val ({val}), column '{label_column}'"
+    else:
+        pool, val_raw = _carve(pool, val_fraction, n_file, seed + 1, "val", train)
+        val_where = f"the val split carved from data.train ({train}) with data.val_fraction={val_fraction}"
+
+    if train_subset is not None and train_subset < len(pool):
+        keep = stratified_subset(_label_array(pool), train_subset, seed + 2)
+        pool = pool.iloc[keep].reset_index(drop=True)
+
+    label_map = LabelMap.from_labels(pool["label"], train_where, rows=pool["row"].to_numpy())
+    if label_map.n_classes < 2:
+        raise DataError(
+            f"{train_where} has only one class ({label_map.classes[0]!r}) in its {len(pool)} training rows: "
+            f"cannot train a classifier on one class. Check that data.label_column names the label column, "
+            f"and use training data with at least two classes (or a larger data.train_subset)."
+        )
+    splits = {"train": (pool, train_where, False), "val": (val_raw, val_where, val is None)}
+    if test_raw is not None:
+        splits["test"] = (test_raw, test_where, test is None)
+    encoded: dict[str, pd.DataFrame] = {}
+    for name, (frame, where, carved) in splits.items():
+        frame = frame.copy()
+        frame["label"] = label_map.encode(frame["label"], where, rows=frame["row"].to_numpy())
+        if name != "train":
+            _check_two_classes(frame, name, where, carved, label_map)
+        encoded[name] = frame.reset_index(drop=True)
+    return TextSplits(encoded["train"], encoded["val"], encoded.get("test"), label_map)
+
+
+def load_text_frame(
+    path: str | os.PathLike[str],
+    *,
+    text_column: str,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    label_map: LabelMap | None = None,
+    fmt: str = "auto",
+    require_labels: bool = False,
+    where: str = "data.path",
+) -> pd.DataFrame:
+    """Read a new file for evaluate/predict/embed: columns text, [text_pair], [label], row.
+
+    Labels are optional unless ``require_labels``; when the label column is present and ``label_map`` is
+    given they are encoded to int64 (unseen labels are an error), otherwise kept as read.
+    """
+    if require_labels and label_column is None:
+        raise ConfigError(
+            f"Labels are required to score {where} ({path}), but no label column is configured. Set "
+            f"data.label_column to the column holding the true labels."
+        )
+    columns = {"data.text_column": text_column}
+    if text_pair_column is not None:
+        columns["data.text_pair_column"] = text_pair_column
+    frame = read_table(path, fmt, where, text_columns=[c for c in (text_column, text_pair_column) if c])
+    if label_column is not None and (require_labels or label_column in frame.columns):
+        columns["data.label_column"] = label_column
+    frame = _select_columns(frame, columns, path, where)
+    if "label" in frame.columns and label_map is not None:
+        frame["label"] = label_map.encode(
+            frame["label"], f"{where} ({path}), column '{label_column}'", rows=frame["row"].to_numpy()
+        )
+    return frame
+
+
+class TextClassificationDataset(Dataset):
+    """Tokenizes every row once up front (fast tokenizers batch well); items are unpadded token lists."""
+
+    def __init__(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> None:
+        if "text" not in frame.columns:
+            raise DataError(
+                f"The frame given to TextClassificationDataset has no 'text' column (columns: "
+                f"{format_choices(frame.columns)}). Build it with load_text_splits or load_text_frame."
+            )
+        if int(max_length) < 1:
+            raise ConfigError(f"max_length must be a positive number of tokens, got {max_length!r}.")
+        texts = frame["text"].astype(str).tolist()
+        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+        self.input_ids: list[list[int]] = []
+        token_type_ids: list[list[int]] = []
+        for start in range(0, len(texts), _TOKENIZE_CHUNK):
+            stop = start + _TOKENIZE_CHUNK
+            encoding = tokenizer(
+                texts[start:stop],
+                pairs[start:stop] if pairs is not None else None,
+                truncation=True,
+                max_length=int(max_length),
+                padding=False,
+                return_attention_mask=False,
+            )
+            self.input_ids.extend(list(ids) for ids in encoding["input_ids"])
+            if "token_type_ids" in encoding:
+                token_type_ids.extend(list(ids) for ids in encoding["token_type_ids"])
+        self.token_type_ids: list[list[int]] | None = token_type_ids or None
+        self.labels: list[int] | None = None
+        if "label" in frame.columns:
+            if not pd.api.types.is_integer_dtype(frame["label"]):
+                raise DataError(
+                    f"The 'label' column given to TextClassificationDataset holds {frame['label'].dtype} values, "
+                    f"not class indices. Encode it first with LabelMap.encode (load_text_splits does this)."
+                )
+            self.labels = frame["label"].to_numpy(dtype=np.int64).tolist()
+        self.lengths = np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"input_ids": self.input_ids[index]}
+        if self.token_type_ids is not None:
+            item["token_type_ids"] = self.token_type_ids[index]
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+
+class TextCollator:
+    """Pads a batch to its longest item (right padding), so short batches cost short compute."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        if pad_token_id is None:
+            raise ConfigError(
+                "The tokenizer has no pad token, so batches cannot be padded. Give it one before building "
+                "the collator, e.g. tokenizer.pad_token = tokenizer.eos_token."
+            )
+        if pad_to_multiple_of is not None and int(pad_to_multiple_of) < 1:
+            raise ConfigError(
+                f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of!r}."
+            )
+        self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of = int(pad_to_multiple_of) if pad_to_multiple_of else None
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        width = max(lengths, default=0)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = np.full((len(features), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(features), width), dtype=np.int64)
+        with_types = bool(features) and "token_type_ids" in features[0]
+        token_type_ids = np.zeros((len(features), width), dtype=np.int64)
+        for i, (feature, length) in enumerate(zip(features, lengths, strict=True)):
+            input_ids[i, :length] = feature["input_ids"]
+            attention_mask[i, :length] = 1
+            if with_types:
+                token_type_ids[i, :length] = feature["token_type_ids"]
+        batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+        if with_types:
+            batch["token_type_ids"] = torch.from_numpy(token_type_ids)
+        if features and "labels" in features[0]:
+            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        return batch
+
+
+def _check_settings(
+    val: object, test: object, val_fraction: float, test_fraction: float, train_subset: int | None
+) -> None:
+    """Fraction and subset settings, all problems reported together."""
+    problems = []
+    if val is None and not 0.0 < val_fraction < 1.0:
+        problems.append(
+            f"data.val_fraction is {val_fraction!r} but must be between 0 and 1 (exclusive) when "
+            f"data.val is not set, e.g. 0.1"
+        )
+    if test is None and not 0.0 <= test_fraction < 1.0:
+        problems.append(
+            f"data.test_fraction is {test_fraction!r} but must be in [0, 1), e.g. 0.1 or 0 for no test split"
+        )
+    carved = (val_fraction if val is None else 0.0) + (test_fraction if test is None else 0.0)
+    if not problems and carved >= 1.0:
+        problems.append(
+            f"data.val_fraction + data.test_fraction is {carved:g}, which leaves no training rows; "
+            f"keep the sum below 1, e.g. 0.1 + 0.1"
+        )
+    if train_subset is not None and (isinstance(train_subset, bool) or int(train_subset) < 1):
+        problems.append(
+            f"data.train_subset is {train_subset!r} but must be a positive number of rows (or unset)"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
+
+
+def _read_split(path: str | os.PathLike[str], fmt: str, where: str, columns: dict[str, str]) -> pd.DataFrame:
+    text_columns = [c for key, c in columns.items() if key != "data.label_column"]
+    frame = read_table(path, fmt, where, text_columns=text_columns)
+    return _select_columns(frame, columns, path, where)
+
+
+def _select_columns(
+    frame: pd.DataFrame, columns: dict[str, str], path: str | os.PathLike[str], where: str
+) -> pd.DataFrame:
+    """Check the configured columns exist, then build text/[text_pair]/[label]/row with clean text."""
+    available = [str(c) for c in frame.columns]
+    missing = {key: name for key, name in columns.items() if str(name) not in available}
+    if missing:
+        what = " and ".join(f"no column '{name}' ({key})" for key, name in missing.items())
+        hints = "".join(did_you_mean(name, available) for name in missing.values())
+        headerless = any(len(c) > 40 or _is_number(c) for c in available)
+        header_hint = (
+            " The column names look like data, so the file may have no header line: add one naming the columns."
+            if headerless
+            else ""
+        )
+        raise DataError(
+            f"{where} ({path}) has {what}. Available columns: {format_choices(_short(c) for c in available)}.{hints}{header_hint} "
+            f"Set {' / '.join(missing)} to one of the available columns."
+        )
+    frame = frame.set_axis(available, axis=1)
+    out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
+    out["text"] = _clean_text(frame[columns["data.text_column"]], where, columns["data.text_column"])
+    if "data.text_pair_column" in columns:
+        out["text_pair"] = _clean_text(
+            frame[columns["data.text_pair_column"]], where, columns["data.text_pair_column"]
+        )
+    if "data.label_column" in columns:
+        out["label"] = frame[columns["data.label_column"]].to_numpy()
+    out["row"] = np.arange(len(frame), dtype=np.int64)
+    return out
+
+
+def _clean_text(series: pd.Series, where: str, column: str) -> pd.Series:
+    """Missing text becomes "" (with a warning naming the rows); anything else becomes its string form."""
+    missing = series.isna().to_numpy()
+    if missing.any():
+        rows = ", ".join(str(r + 1) for r in np.flatnonzero(missing)[:5])
+        warnings.warn(
+            f"{where}: {int(missing.sum())} row(s) have an empty '{column}' (data rows {rows}"
+            f"{', ...' if missing.sum() > 5 else ''}); they are kept as empty text.",
+            UserWarning,
+            stacklevel=4,
+        )
+    values = series.astype(object).where(~missing, "")
+    return pd.Series([v if isinstance(v, str) else str(v) for v in values], index=series.index, dtype=str)
+
+
+def _carve(
+    pool: pd.DataFrame, fraction: float, n_file: int, seed: int, name: str, train: object
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Take ``round(fraction * n_file)`` stratified rows out of ``pool``; both parts must stay non-empty."""
+    count = int(np.floor(fraction * n_file + 0.5))
+    key = f"data.{name}_fraction"
+    if count == 0:
+        raise DataError(
+            f"The {name} split carved from data.train ({train}) is empty: {key}={fraction} of {n_file} rows "
+            f"rounds to 0 rows. Raise {key} (at least {1 / n_file:.3g}), or give a separate file in data.{name}."
+        )
+    if count >= len(pool):
+        raise DataError(
+            f"Carving the {name} split ({key}={fraction}, {count} rows) from data.train ({train}) would leave "
+            f"no training rows out of {len(pool)}. Lower {key}, or give a separate file in data.{name}."
+        )
+    rest, split = stratified_split(_label_array(pool), count / len(pool), seed)
+    return pool.iloc[rest].reset_index(drop=True), pool.iloc[split].reset_index(drop=True)
+
+
+def _check_two_classes(frame: pd.DataFrame, name: str, where: str, carved: bool, label_map: LabelMap) -> None:
+    present = np.unique(frame["label"].to_numpy())
+    if len(present) >= 2:
+        return
+    only = label_map.decode(present)[0]
+    fix = (
+        f"raise data.{name}_fraction so the stratified split can hold every class"
+        if carved
+        else f"use a bigger data.{name} file that contains at least two classes"
+    )
+    raise DataError(
+        f"{where} has only one class ({only!r}) in its {len(frame)} rows; metrics such as AUC and F1 need at "
+        f"least two classes. Fix: {fix}."
+    )
+
+
+def _label_array(frame: pd.DataFrame) -> np.ndarray:
+    """Raw labels as a numpy array for stratification."""
+    return frame["label"].to_numpy()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """Column names of a headerless file are whole sentences; keep messages readable."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

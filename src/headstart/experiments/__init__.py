@@ -1,0 +1,1 @@
+"""Runs: fit (one config -> one run directory), reload for evaluate/predict/embed, inspect."""

@@ -1,0 +1,179 @@
+"""``headstart fit``: one readable path from a config to a finished run directory.
+
+config -> run dir -> data + label map -> backbone + tokenizer -> model (+ pretrained encoder) ->
+Lightning Trainer (metrics.csv, TensorBoard, best/top-k safetensors, atomic last.ckpt for resume) ->
+best weights evaluated on val/test -> reload round-trip check -> plots + summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from headstart.config import RunConfig, config_to_yaml
+from headstart.data import load_text_splits
+from headstart.errors import CheckpointError
+from headstart.experiments.build import (
+    build_model,
+    build_text_loaders,
+    build_trainer_kwargs,
+    configure_threads,
+    seed_everything,
+)
+from headstart.experiments.inspect import format_inspect
+from headstart.experiments.rundir import peak_rss_mb, prepare_run_dir
+from headstart.metrics import classification_metrics, confusion_matrix
+from headstart.metrics.plots import plot_confusion, plot_curves
+from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV, write_json
+from headstart.train.checkpoint import atomic_write_text, read_state_dict
+
+__all__ = ["FitResult", "run_fit"]
+
+log = logging.getLogger("headstart")
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, verbose: bool = True) -> FitResult:
+    t0 = time.perf_counter()
+    run = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
+    threads = configure_threads(cfg.trainer.threads)
+    seed_everything(cfg.trainer.seed)
+
+    # Data and label map (seeded splits: the same config always gives the same rows).
+    d = cfg.data
+    splits = load_text_splits(
+        train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
+        text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+        train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format,
+    )
+    label_map = splits.label_map
+    class_names = [str(c) for c in label_map.classes]
+    train_labels = splits.train["label"].to_numpy()
+
+    # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
+    model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
+    if cfg.pretrain:
+        model.load_pretrained_encoder(cfg.pretrain, strict=False, verbose=verbose)
+    tokenizer = model.backbone.load_tokenizer()
+    loaders = build_text_loaders(cfg, {"train": splits.train, "val": splits.val, "test": splits.test}, tokenizer)
+    steps_per_epoch = max(1, -(-len(loaders["train"]) // cfg.optim.accumulate))
+    if verbose:
+        print(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
+        print(f"\nData: train={len(splits.train)} val={len(splits.val)} "
+              f"test={0 if splits.test is None else len(splits.test)} rows, {label_map.n_classes} classes; "
+              f"torch threads={threads}; run dir {run}")
+
+    if not resume:
+        atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
+        label_map.to_json(run / "labels.json")
+
+    # Train.
+    sidecar = {"strategy": model.strategy.describe(), "classes": label_map.classes,
+               "blocks": model.block_names, "backbone": model.backbone.describe()}
+    best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
+                       sidecar)
+    callbacks: list[pl.Callback] = [
+        MetricsCSV(run / "metrics.csv"), best,
+        ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=0, save_last=True),
+    ]
+    es = cfg.trainer.early_stopping
+    if es is not None:
+        callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
+    trainer = pl.Trainer(
+        **build_trainer_kwargs(cfg), callbacks=callbacks, default_root_dir=str(run),
+        logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
+    )
+    ckpt = str(run / "checkpoints" / "last.ckpt") if resume else None
+    trainer.fit(model, loaders["train"], loaders["val"], ckpt_path=ckpt)
+    train_time = time.perf_counter() - t0
+
+    # Evaluate the best epoch's weights on val and test.
+    best_path = run / "checkpoints" / "best.safetensors"
+    if not best_path.exists():
+        raise CheckpointError(
+            f"No best checkpoint was written: the monitored metric '{cfg.trainer.monitor}' was never logged. "
+            f"Set trainer.monitor to one of val_loss, val_acc, val_f1 (or val_auc for binary tasks)."
+        )
+    model.load_state_dict(read_state_dict(best_path), strict=False)
+    results: dict[str, dict[str, float]] = {}
+    cms: dict[str, np.ndarray] = {}
+    for split in ("val", "test"):
+        if split not in loaders:
+            continue
+        logits, labels = model.predict_logits(loaders[split])
+        proba = torch.softmax(logits, dim=-1).numpy()
+        results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
+        cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
+
+    roundtrip = verify_roundtrip(run, model, loaders["val"])
+    history = MetricsCSV(run / "metrics.csv").rows
+    plot_curves(history, run / "plots" / "curves.png")
+    cm_split = "test" if "test" in cms else "val"
+    plot_confusion(cms[cm_split], class_names, run / "plots" / "confusion.png")
+    trainable, total = model.param_count()
+    summary = {
+        "name": cfg.name,
+        "best_epoch": best.best_epoch,
+        "monitor": cfg.trainer.monitor,
+        "best_value": best.best_value,
+        "epochs_run": trainer.current_epoch,
+        "val": results.get("val", {}),
+        "test": results.get("test", {}),
+        "confusion_split": cm_split,
+        "wall_time_s": round(time.perf_counter() - t0, 2),
+        "train_time_s": round(train_time, 2),
+        "trainable_params": trainable,
+        "total_params": total,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "strategy": model.strategy.describe(),
+        "seed": cfg.trainer.seed,
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": 0 if splits.test is None else len(splits.test),
+        "classes": label_map.classes,
+        "precision": build_trainer_kwargs(cfg)["precision"],
+        "threads": threads,
+        "roundtrip_max_abs_diff": roundtrip,
+        "resumed": resume,
+    }
+    write_json(run / "summary.json", summary)
+    if verbose:
+        print(json.dumps({k: summary[k] for k in ("best_epoch", "val", "test", "wall_time_s")}, indent=2))
+    return FitResult(run, summary)
+
+
+def verify_roundtrip(run: Path, model: torch.nn.Module, loader: Any) -> float:
+    """Reload the run from disk and check it gives the same logits on a probe batch (DESIGN rule 5)."""
+    from headstart.experiments.inference import load_run
+    from headstart.train.module import _to_device, split_batch
+
+    loaded = load_run(run, verbose=False)
+    batch = next(iter(loader))
+    inputs, _ = split_batch(batch)
+    model.eval()
+    loaded.model.eval()
+    with torch.inference_mode():
+        a = model(_to_device(inputs, model.device)).float().cpu()
+        b = loaded.model(inputs).float().cpu()
+    diff = float((a - b).abs().max())
+    if not torch.equal(a, b) and diff > 1e-5:
+        raise CheckpointError(
+            f"Saved run '{run}' does not reproduce the trained model: reloaded logits differ by {diff:.3g} on a "
+            f"probe batch. This is a bug in saving; please report it with the config."
+        )
+    return diff

@@ -1,0 +1,107 @@
+"""Reloading a finished run for ``evaluate``, ``predict`` and ``embed``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from headstart.config import RunConfig, load_config
+from headstart.data import LabelMap, TextClassificationDataset, TextCollator, load_text_frame
+from headstart.experiments.build import build_model
+from headstart.experiments.rundir import require_run_dir
+from headstart.metrics import classification_metrics
+from headstart.train.checkpoint import match_state_dict, read_state_dict
+from headstart.train.module import FinetuneModule
+
+__all__ = ["LoadedRun", "embed_file", "evaluate_file", "load_run", "predict_file"]
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: RunConfig
+    model: FinetuneModule
+    label_map: LabelMap
+    tokenizer: Any
+
+
+def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
+    """Rebuild the model a run describes and load its best weights (exact keys required)."""
+    run = require_run_dir(run_dir)
+    cfg = load_config(run / "config.yaml")
+    label_map = LabelMap.from_json(run / "labels.json")
+    model = build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes], verbose=False)
+    state = read_state_dict(run / "checkpoints" / "best.safetensors")
+    target = model.weights_state()
+    report, _ = match_state_dict(target, state)
+    if report.missing or report.shape_mismatched or report.unexpected or report.source_prefix != report.target_prefix:
+        from headstart.errors import CheckpointError
+
+        raise CheckpointError(
+            f"The weights in '{run}/checkpoints/best.safetensors' do not fit the model rebuilt from its "
+            f"config.yaml (was the config edited?).\n{report.format()}"
+        )
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    return LoadedRun(run, cfg, model, label_map, model.backbone.load_tokenizer())
+
+
+def _loader(loaded: LoadedRun, frame: pd.DataFrame, batch_size: int | None = None) -> DataLoader:
+    dataset = TextClassificationDataset(frame, loaded.tokenizer, loaded.cfg.data.max_length)
+    return DataLoader(dataset, batch_size=batch_size or loaded.cfg.data.eval_batch_size, shuffle=False,
+                      collate_fn=TextCollator(loaded.tokenizer.pad_token_id or 0))
+
+
+def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.DataFrame:
+    d = loaded.cfg.data
+    return load_text_frame(
+        str(path), text_column=d.text_column, text_pair_column=d.text_pair_column, label_column=d.label_column,
+        label_map=loaded.label_map, fmt="auto", require_labels=require_labels,
+    )
+
+
+def evaluate_file(run_dir: str | Path, data: str | Path) -> dict[str, float]:
+    loaded = load_run(run_dir)
+    frame = _frame(loaded, data, require_labels=True)
+    logits, labels = loaded.model.predict_logits(_progress(_loader(loaded, frame), "evaluate"))
+    proba = torch.softmax(logits, dim=-1).numpy()
+    return classification_metrics(labels.numpy(), proba, loaded.label_map.n_classes)
+
+
+def predict_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
+    """Predicted label and one probability column per class, in input row order."""
+    loaded = load_run(run_dir)
+    frame = _frame(loaded, data, require_labels=False)
+    logits, _ = loaded.model.predict_logits(_progress(_loader(loaded, frame), "predict"))
+    proba = torch.softmax(logits, dim=-1).numpy()
+    out = pd.DataFrame({"row": frame["row"].to_numpy()})
+    out["prediction"] = loaded.label_map.decode(proba.argmax(1))
+    for i, name in enumerate(loaded.label_map.classes):
+        out[f"proba_{name}"] = proba[:, i]
+    if "label" in frame:
+        out["label"] = loaded.label_map.decode(frame["label"].to_numpy())
+    return out
+
+
+def embed_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
+    """One ``embedding`` list column (backbone features, eval mode) per input row."""
+    loaded = load_run(run_dir)
+    frame = _frame(loaded, data, require_labels=False)
+    feats, _ = loaded.model.get_embeddings(_progress(_loader(loaded, frame), "embed"))
+    out = pd.DataFrame({"row": frame["row"].to_numpy()})
+    out["embedding"] = list(feats.numpy().astype(np.float32))
+    if "label" in frame:
+        out["label"] = loaded.label_map.decode(frame["label"].to_numpy())
+    return out
+
+
+def _progress(loader: DataLoader, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, unit="batch", leave=False)

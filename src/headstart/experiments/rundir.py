@@ -1,0 +1,60 @@
+"""The run directory: created once, never overwritten without ``--overwrite``, resumable."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import sys
+from pathlib import Path
+
+from headstart.errors import RunDirError
+
+__all__ = ["RUN_FILES", "peak_rss_mb", "prepare_run_dir", "require_run_dir"]
+
+RUN_FILES = ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints", "plots", "tb")
+
+
+def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``path`` for a new run; refuse to touch an existing non-empty one unless asked."""
+    run = Path(path)
+    if resume:
+        last = run / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            raise RunDirError(
+                f"Cannot resume: '{last}' does not exist, so no earlier run of this config got through an "
+                f"epoch in '{run}'. Run without --resume to start it."
+            )
+        return run
+    if run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise RunDirError(
+                f"The run directory '{run}' already exists and is not empty; headstart never overwrites a run. "
+                f"Pass --overwrite to replace it, --resume to continue it, or choose another --output-dir."
+            )
+        if not (run / "config.yaml").exists() and not (run / "summary.json").exists():
+            raise RunDirError(
+                f"--overwrite refused: '{run}' does not look like a headstart run directory (no config.yaml or "
+                f"summary.json), so deleting it could destroy unrelated files. Choose another --output-dir."
+            )
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "plots").mkdir(exist_ok=True)
+    return run
+
+
+def require_run_dir(path: str | Path) -> Path:
+    run = Path(path)
+    missing = [n for n in ("config.yaml", "labels.json", "checkpoints/best.safetensors") if not (run / n).exists()]
+    if missing:
+        raise RunDirError(
+            f"'{run}' is not a finished headstart run directory: missing {', '.join(missing)}. Give the "
+            f"output_dir of a completed `headstart fit`."
+        )
+    return run
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

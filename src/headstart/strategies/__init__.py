@@ -1,0 +1,23 @@
+"""Fine-tuning strategies: which blocks train in which epoch, and LoRA injection."""
+
+from __future__ import annotations
+
+from headstart.strategies.base import (
+    STRATEGY_NAMES,
+    LoraSpec,
+    Strategy,
+    parse_block_range,
+    parse_strategy_spec,
+)
+from headstart.strategies.lora import DEFAULT_LORA_TARGETS, apply_lora, lora_candidates
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "STRATEGY_NAMES",
+    "LoraSpec",
+    "Strategy",
+    "apply_lora",
+    "lora_candidates",
+    "parse_block_range",
+    "parse_strategy_spec",
+]

@@ -1,0 +1,153 @@
+"""Fine-tuning strategies as pure functions of (epoch, number of blocks).
+
+A strategy answers two questions about the backbone's layer map:
+
+* ``static_frozen(n)``: blocks frozen for the *whole* run. They get ``requires_grad=False``, run in
+  eval mode and (later) are the part the feature cache may precompute.
+* ``trainable(epoch, n)``: blocks whose LR mask is 1 in that epoch. A block that is neither static
+  frozen nor trainable in an epoch (gradual unfreezing) is frozen *for now*: no gradients, eval mode,
+  LR mask 0 — but its param group stays in the optimizer.
+
+The head is always trainable. Strategies hold no state, so resume recomputes the exact mask from
+the restored epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from headstart.errors import ConfigError, LayerMapError, did_you_mean
+
+__all__ = ["STRATEGY_NAMES", "LoraSpec", "Strategy", "parse_block_range", "parse_strategy_spec"]
+
+STRATEGY_NAMES = ("full", "linear_probe", "partial", "gradual", "lora")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] | None = None  # None: the backbone's defaults
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str = "full"
+    freeze: str | None = None  # partial: block range frozen for the whole run, e.g. "0-3"
+    train_last: int | None = None  # partial: train only the last k blocks
+    freeze_epochs: int = 0  # gradual: epochs with the encoder frozen
+    unfreeze_every: int | None = None  # gradual: then unfreeze one block (top first) every k epochs
+    lora: LoraSpec = field(default_factory=LoraSpec)
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGY_NAMES:
+            raise ConfigError(
+                f"strategy.name '{self.name}' is unknown.{did_you_mean(self.name, STRATEGY_NAMES)} "
+                f"Valid: {', '.join(STRATEGY_NAMES)}."
+            )
+        if self.name == "partial" and (self.freeze is None) == (self.train_last is None):
+            raise ConfigError(
+                "strategy 'partial' needs exactly one of strategy.freeze (a block range such as '0-3') or "
+                "strategy.train_last (train the last k blocks)."
+            )
+        if self.name == "gradual" and self.freeze_epochs < 1:
+            raise ConfigError(
+                f"strategy 'gradual' needs strategy.freeze_epochs >= 1 (got {self.freeze_epochs}); use 'full' to "
+                f"train everything from the first epoch."
+            )
+        if self.unfreeze_every is not None and self.unfreeze_every < 1:
+            raise ConfigError(f"strategy.unfreeze_every must be >= 1, got {self.unfreeze_every}.")
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.name == "lora"
+
+    def static_frozen(self, n_blocks: int, block_names: list[str] | None = None) -> set[int]:
+        if self.name == "linear_probe":
+            return set(range(n_blocks))
+        if self.name == "partial":
+            if self.freeze is not None:
+                return parse_block_range(self.freeze, n_blocks, block_names)
+            k = int(self.train_last or 0)
+            if not 0 <= k <= n_blocks:
+                raise LayerMapError(
+                    f"strategy.train_last={k} is out of bounds: the backbone has {n_blocks} blocks "
+                    f"{_listing(block_names)}. Use a value from 0 to {n_blocks}."
+                )
+            return set(range(n_blocks - k))
+        return set()
+
+    def trainable(self, epoch: int, n_blocks: int, block_names: list[str] | None = None) -> set[int]:
+        frozen = self.static_frozen(n_blocks, block_names)
+        candidates = [i for i in range(n_blocks) if i not in frozen]
+        if self.name == "gradual":
+            if epoch < self.freeze_epochs:
+                return set()
+            if self.unfreeze_every is not None:
+                k = 1 + (epoch - self.freeze_epochs) // self.unfreeze_every
+                return set(candidates[-k:]) if k < len(candidates) else set(candidates)
+        return set(candidates)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for key in ("freeze", "train_last", "unfreeze_every"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.freeze_epochs:
+            out["freeze_epochs"] = self.freeze_epochs
+        if self.uses_lora:
+            out["lora"] = self.lora.__dict__
+        return out
+
+
+def _listing(block_names: list[str] | None) -> str:
+    if not block_names:
+        return ""
+    return "(" + ", ".join(f"{i}={n}" for i, n in enumerate(block_names)) + ")"
+
+
+def parse_block_range(spec: str | int, n_blocks: int, block_names: list[str] | None = None) -> set[int]:
+    """Parse ``"0-3"`` (inclusive), ``"5"`` or ``"0-2,5"`` into block indices."""
+    out: set[int] = set()
+    for part in filter(None, str(spec).replace(" ", "").split(",")):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ConfigError(
+                f"strategy.freeze '{spec}' is not a block range; write it like '0-3' (inclusive), '5' or '0-2,5'."
+            )
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if not (lo <= hi < n_blocks):
+            raise LayerMapError(
+                f"Block range '{spec}' is out of bounds: the backbone has {n_blocks} blocks, valid indices are "
+                f"0 to {n_blocks - 1} {_listing(block_names)}. Run `headstart inspect CONFIG` to see the layer map."
+            )
+        out.update(range(lo, hi + 1))
+    if not out:
+        raise ConfigError(f"strategy.freeze '{spec}' selects no block; write it like '0-3'.")
+    return out
+
+
+def parse_strategy_spec(spec: str) -> dict[str, Any]:
+    """CLI shorthand -> strategy fields: ``full``, ``linear_probe``, ``partial:2`` (train last 2),
+    ``partial:0-3`` (freeze 0-3), ``gradual:2`` (freeze 2 epochs), ``gradual:2:1``, ``lora``, ``lora:16``."""
+    name, _, arg = spec.partition(":")
+    name = name.strip().replace("-", "_")
+    fields: dict[str, Any] = {"name": name}
+    if not arg:
+        return fields
+    if name == "partial":
+        fields.update({"train_last": int(arg)} if arg.isdigit() else {"freeze": arg})
+    elif name == "gradual":
+        parts = arg.split(":")
+        fields["freeze_epochs"] = int(parts[0])
+        if len(parts) > 1:
+            fields["unfreeze_every"] = int(parts[1])
+    elif name == "lora":
+        fields["lora"] = {"r": int(arg)}
+    else:
+        raise ConfigError(f"Strategy '{name}' takes no ':' argument (got '{spec}').")
+    return fields

@@ -1,0 +1,1 @@
+"""The training module (a LightningModule), checkpoint I/O and the Python API factory."""

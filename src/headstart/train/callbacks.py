@@ -1,0 +1,159 @@
+"""Callbacks that persist a run: per-epoch metrics.csv, top-k/best safetensors, atomic Lightning ckpts."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from headstart.train.checkpoint import atomic_write_text, save_weights
+
+__all__ = ["AtomicCheckpointIO", "BestWeights", "MetricsCSV", "metric_value"]
+
+
+def metric_value(trainer: pl.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    if value is None:
+        value = trainer.callback_metrics.get(f"{name}_epoch")
+    if value is None:
+        return None
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temp file and renamed: a crash never corrupts last.ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class MetricsCSV(pl.Callback):
+    """One row per epoch: epoch, train/val metrics, the LRs actually used, wall time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        self._t0 = time.perf_counter()
+        if self.path.exists():  # resume: keep the rows of earlier epochs
+            with self.path.open(newline="", encoding="utf-8") as fh:
+                self.rows = [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key in ("train_loss", "train_acc"):
+            row[key] = metric_value(trainer, key)
+        for key in sorted(trainer.callback_metrics):
+            if key.startswith("val_"):
+                row[key] = metric_value(trainer, key)
+        if trainer.optimizers:
+            groups = trainer.optimizers[0].param_groups
+            row["lr_head"] = max(g["lr"] for g in groups if g.get("is_head", False)) if any(
+                g.get("is_head") for g in groups) else groups[-1]["lr"]
+            enc = [g["lr"] for g in groups if not g.get("is_head", False)]
+            row["lr_encoder_max"] = max(enc) if enc else 0.0
+            row["trainable_blocks"] = len(getattr(pl_module, "trainable_blocks", ()))
+        row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
+        self.rows = [r for r in self.rows if int(r["epoch"]) != trainer.current_epoch] + [row]
+        self._write()
+
+    def _write(self) -> None:
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def _num(value: str) -> Any:
+    if value in ("", "None"):
+        return None
+    try:
+        f = float(value)
+    except ValueError:
+        return value
+    return int(f) if f.is_integer() and "." not in value and "e" not in value.lower() else f
+
+
+class BestWeights(pl.Callback):
+    """Keep the top-k epochs by ``monitor`` as safetensors, and ``best.safetensors`` (+ JSON sidecar)."""
+
+    def __init__(self, dirpath: str | Path, monitor: str, mode: str = "max", top_k: int = 1,
+                 sidecar: dict[str, Any] | None = None) -> None:
+        self.dir = Path(dirpath)
+        self.monitor, self.mode, self.top_k = monitor, mode, top_k
+        self.sidecar = dict(sidecar or {})
+        self.kept: list[tuple[float, int, str]] = []  # (value, epoch, path)
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        value = metric_value(trainer, self.monitor)
+        if value is None or math.isnan(value):
+            return
+        epoch = trainer.current_epoch
+        is_best = self.best_value is None or self._better(value, self.best_value)
+        worst = None
+        if len(self.kept) >= self.top_k:
+            worst = min(self.kept, key=lambda t: t[0]) if self.mode == "max" else max(self.kept, key=lambda t: t[0])
+            if not self._better(value, worst[0]):
+                worst = None
+                if not is_best:
+                    return
+        state = pl_module.weights_state() if hasattr(pl_module, "weights_state") else pl_module.state_dict()
+        meta = dict(self.sidecar, epoch=epoch, monitor=self.monitor, value=value, global_step=trainer.global_step)
+        if self.top_k > 1:
+            path = self.dir / "top" / f"epoch={epoch:03d}-{self.monitor}={value:.4f}.safetensors"
+            save_weights(state, path, meta)
+            self.kept.append((value, epoch, str(path)))
+            if worst is not None:
+                self.kept.remove(worst)
+                Path(worst[2]).unlink(missing_ok=True)
+                Path(worst[2]).with_suffix(".json").unlink(missing_ok=True)
+        if is_best:
+            self.best_value, self.best_epoch = value, epoch
+            save_weights(state, self.dir / "best.safetensors", meta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kept": self.kept, "best_epoch": self.best_epoch, "best_value": self.best_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.kept = [tuple(k) for k in state.get("kept", [])]  # type: ignore[misc]
+        self.best_epoch = state.get("best_epoch")
+        self.best_value = state.get("best_value")
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    import json
+
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str, ensure_ascii=False))

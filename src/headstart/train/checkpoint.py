@@ -1,0 +1,204 @@
+"""Reading and writing weights safely.
+
+* Writes are atomic (temp file in the same directory + ``os.replace``): a crash never leaves a
+  half-written checkpoint where a good one was.
+* Reads never execute pickled code: safetensors, or ``torch.load(weights_only=True)`` (DESIGN rule 7).
+* Loading an encoder from another model's checkpoint aligns key prefixes (``model.``,
+  ``seq_encoder.``, ``backbone.`` ...) automatically and reports matched / missing / unexpected /
+  shape-mismatched keys, so a silent partial load cannot happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.errors import CheckpointError
+
+__all__ = [
+    "KeyReport",
+    "atomic_write_text",
+    "load_encoder_weights",
+    "match_state_dict",
+    "read_state_dict",
+    "save_weights",
+]
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict[str, Any] | None = None) -> None:
+    """Atomically write a safetensors file (+ ``<name>.json`` sidecar with ``sidecar``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for key, value in state.items():
+        t = value.detach().cpu().contiguous()
+        ptr = t.data_ptr()
+        # safetensors refuses shared storage (tied weights): store a copy under each name.
+        tensors[key] = t.clone() if ptr in seen and t.numel() else t
+        seen.setdefault(ptr, key)
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", "producer": "headstart"})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if sidecar is not None:
+        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
+
+
+def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a torch checkpoint (Lightning ``state_dict`` nesting handled)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{where} '{path}' does not exist (resolved to {path.resolve()}). Check the path.")
+    if path.is_dir():
+        for name in ("model.safetensors", "best.safetensors", "checkpoints/best.safetensors", "pytorch_model.bin"):
+            if (path / name).exists():
+                return read_state_dict(path / name, where)
+        raise CheckpointError(
+            f"{where} '{path}' is a directory without model.safetensors, best.safetensors or pytorch_model.bin; "
+            f"point it at the weights file."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise CheckpointError(f"{where} '{path}' is not a readable safetensors file: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{where} '{path}' could not be read with torch.load(weights_only=True): {str(exc).splitlines()[0]} "
+            f"headstart never unpickles arbitrary objects; re-save the weights as a plain state_dict "
+            f"(torch.save(model.state_dict(), path)) or as safetensors."
+        ) from exc
+    for key in ("state_dict", "model_state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{where} '{path}' does not hold a state_dict of tensors.")
+    return obj
+
+
+@dataclass
+class KeyReport:
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    source_prefix: str = ""
+    target_prefix: str = ""
+
+    def format(self, limit: int = 8) -> str:
+        def show(items: Iterable[Any]) -> str:
+            items = list(items)
+            head = ", ".join(str(i) for i in items[:limit])
+            return head + (f", ... (+{len(items) - limit})" if len(items) > limit else "")
+
+        lines = [
+            f"Encoder key report: {len(self.matched)} matched, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.shape_mismatched)} shape-mismatched"
+        ]
+        if self.source_prefix or self.target_prefix:
+            lines.append(f"  prefix aligned: '{self.source_prefix}' (checkpoint) -> '{self.target_prefix}' (model)")
+        if self.missing:
+            lines.append(f"  missing (kept as initialised): {show(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  unexpected (ignored): {show(self.unexpected)}")
+        if self.shape_mismatched:
+            lines.append(
+                "  shape-mismatched (not loaded): "
+                + show(f"{k} ckpt{list(a)} vs model{list(b)}" for k, a, b in self.shape_mismatched)
+            )
+        return "\n".join(lines)
+
+
+def _prefixes(keys: Iterable[str], depth: int = 3) -> set[str]:
+    out = {""}
+    for key in keys:
+        parts = key.split(".")
+        for k in range(1, min(depth, len(parts) - 1) + 1):
+            out.add(".".join(parts[:k]) + ".")
+    return out
+
+
+def match_state_dict(
+    target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]
+) -> tuple[KeyReport, dict[str, torch.Tensor]]:
+    """Find the prefix rewrite (strip one, add another) that matches the most keys."""
+    best: tuple[int, str, str] = (-1, "", "")
+    for sp in _prefixes(source):
+        stripped = {k[len(sp):] for k in source if k.startswith(sp)}
+        for tp in _prefixes(target):
+            score = sum(1 for k in stripped if tp + k in target)
+            if score > best[0] or (score == best[0] and len(sp) + len(tp) < len(best[1]) + len(best[2])):
+                best = (score, sp, tp)
+    _, sp, tp = best
+    report = KeyReport(source_prefix=sp, target_prefix=tp)
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        if not key.startswith(sp) or tp + key[len(sp):] not in target:
+            report.unexpected.append(key)
+            continue
+        tkey = tp + key[len(sp):]
+        if tuple(target[tkey].shape) != tuple(value.shape):
+            report.shape_mismatched.append((tkey, tuple(value.shape), tuple(target[tkey].shape)))
+            continue
+        mapped[tkey] = value
+        report.matched.append(tkey)
+    hit = set(report.matched) | {k for k, _, _ in report.shape_mismatched}
+    report.missing = [k for k in target if k not in hit]
+    return report, mapped
+
+
+def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = False) -> KeyReport:
+    """Load what fits from ``path`` into ``module``; raise when nothing (or, if strict, not all) fits."""
+    source = read_state_dict(path, where="pretrained encoder checkpoint")
+    target = module.state_dict()
+    report, mapped = match_state_dict(target, source)
+    if not report.matched:
+        raise CheckpointError(
+            f"No key of the checkpoint '{path}' matches the encoder ({len(source)} checkpoint keys, "
+            f"{len(target)} model keys), even after aligning prefixes. Checkpoint keys look like "
+            f"{list(source)[:3]}; model keys look like {list(target)[:3]}. Is this a checkpoint of the same "
+            f"architecture? Compare with `headstart inspect`."
+        )
+    if strict and (report.missing or report.shape_mismatched or report.unexpected):
+        raise CheckpointError(
+            f"strict loading of '{path}' failed.\n{report.format()}\nPass strict=False to load the matching "
+            f"keys only, or fix the architecture config so the shapes agree."
+        )
+    module.load_state_dict(mapped, strict=False)
+    return report

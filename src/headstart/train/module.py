@@ -1,0 +1,369 @@
+"""``FinetuneModule``: backbone + head + strategy + one LR schedule, as a LightningModule.
+
+The training path reads top to bottom:
+
+1. ``__init__`` wraps the encoder in a backbone adapter, builds the head and fixes the layer map.
+2. ``configure_optimizers`` builds every param group once and the schedule that owns their LRs.
+3. ``on_train_epoch_start`` asks the strategy which blocks train this epoch and applies it
+   (requires_grad, train/eval mode, LR mask), logging each phase change.
+4. ``on_before_optimizer_step`` writes each group's LR for this optimizer step.
+5. Validation collects probabilities and computes metrics once per epoch (no per-step sync).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from headstart.backbones import Backbone, as_backbone, check_layer_map
+from headstart.heads import MLPHead
+from headstart.losses import build_loss
+from headstart.metrics import classification_metrics
+from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
+from headstart.strategies import LoraSpec, Strategy, apply_lora
+from headstart.train.checkpoint import KeyReport, load_encoder_weights
+
+__all__ = ["FinetuneModule", "split_batch"]
+
+log = logging.getLogger("headstart")
+
+
+def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
+    """(inputs, labels) from a dict with ``labels``, an ``(x, y)`` pair, or bare inputs."""
+    if isinstance(batch, dict):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return inputs, batch.get("labels")
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0], batch[1]
+    return batch, None
+
+
+class FinetuneModule(pl.LightningModule):
+    """Fine-tune ``backbone`` (alias ``seq_encoder``) with an MLP head on ``n_classes`` classes."""
+
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        n_classes: int = 2,
+        *,
+        seq_encoder: nn.Module | None = None,
+        out_dim: int | None = None,
+        head_hidden_dims: Sequence[int] = (),
+        dropout: float = 0.1,
+        activation: str = "gelu",
+        strategy: Strategy | str | None = None,
+        freeze_encoder: bool = False,
+        freeze_epochs: int = 0,
+        unfreeze_every: int | None = None,
+        lora: LoraSpec | dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        encoder_lr: float | None = None,
+        encoder_lr_ratio: float = 1.0,
+        layer_decay: float = 1.0,
+        weight_decay: float = 0.01,
+        optimizer_type: str = "adamw",
+        betas: tuple[float, float] = (0.9, 0.999),
+        momentum: float = 0.9,
+        scheduler_type: str | None = "cosine",
+        warmup_epochs: float = 0.0,
+        warmup_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        plateau_factor: float = 0.1,
+        plateau_patience: int = 2,
+        plateau_monitor: str = "val_loss",
+        loss: str = "ce",
+        class_weights: str | Sequence[float] | torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 2.0,
+        train_labels: Sequence[int] | np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        encoder = backbone if backbone is not None else seq_encoder
+        if encoder is None:
+            raise TypeError("FinetuneModule needs a backbone (or seq_encoder=...).")
+        self.backbone: Backbone = as_backbone(encoder, out_dim=out_dim)
+        self.n_classes = int(n_classes)
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+        self.head = MLPHead(self.backbone.out_dim, head_hidden_dims, self.n_classes, dropout, activation)
+        self.strategy = self._resolve_strategy(strategy, freeze_encoder, freeze_epochs, unfreeze_every, lora)
+        if self.strategy.uses_lora:
+            apply_lora(self.backbone, self.strategy.lora)
+        self._blocks = self.backbone.blocks()
+        check_layer_map(self.backbone, self._blocks)
+        self.block_names = [name for name, _ in self._blocks]
+        n = len(self._blocks)
+        self.static_frozen = self.strategy.static_frozen(n, self.block_names)
+        self.strategy.trainable(0, n, self.block_names)  # validates ranges now, not mid-run
+        for i in self.static_frozen:
+            self._blocks[i][1].requires_grad_(False)
+        self.trainable_blocks: frozenset[int] = frozenset(self.strategy.trainable(0, n, self.block_names))
+        self._apply_requires_grad()
+        self.optim_args = dict(
+            lr=float(lr), encoder_lr=encoder_lr, encoder_lr_ratio=float(encoder_lr_ratio),
+            layer_decay=float(layer_decay), weight_decay=float(weight_decay), optimizer=optimizer_type,
+            betas=tuple(betas), momentum=float(momentum), scheduler=scheduler_type or "none",
+            warmup_epochs=float(warmup_epochs), warmup_steps=warmup_steps, min_lr_ratio=float(min_lr_ratio),
+            plateau_factor=float(plateau_factor), plateau_patience=int(plateau_patience),
+            plateau_monitor=plateau_monitor,
+        )
+        self.loss_args = dict(name=loss, class_weights=class_weights, label_smoothing=float(label_smoothing),
+                              focal_gamma=float(focal_gamma))
+        self.criterion: nn.Module | None = None
+        if not (isinstance(class_weights, str) and train_labels is None):
+            self.criterion = build_loss(n_classes=self.n_classes, train_labels=train_labels, **self.loss_args)
+        self.schedule: LRSchedule | None = None
+        self.group_infos: list[GroupInfo] = []
+        self._pending_schedule_state: dict[str, Any] | None = None
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.last_test_metrics: dict[str, float] = {}
+        self.train(True)  # pretrained models load in eval mode; set each block's mode by the strategy
+
+    # ----- construction helpers ----------------------------------------------------------------
+    @staticmethod
+    def _resolve_strategy(strategy, freeze_encoder, freeze_epochs, unfreeze_every, lora) -> Strategy:
+        if isinstance(strategy, Strategy):
+            return strategy
+        lora_spec = LoraSpec(**lora) if isinstance(lora, dict) else (lora or LoraSpec())
+        if isinstance(strategy, str):
+            return Strategy(name=strategy, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every, lora=lora_spec)
+        if freeze_encoder:
+            return Strategy(name="linear_probe")
+        if freeze_epochs:
+            return Strategy(name="gradual", freeze_epochs=int(freeze_epochs), unfreeze_every=unfreeze_every)
+        return Strategy(name="full")
+
+    def _apply_requires_grad(self) -> None:
+        for i, (_, block) in enumerate(self._blocks):
+            if i in self.static_frozen:
+                continue
+            on = i in self.trainable_blocks
+            for name, p in block.named_parameters():
+                p.requires_grad_(on and (not self.strategy.uses_lora or "lora_" in name))
+
+    def train(self, mode: bool = True) -> FinetuneModule:
+        """Trainable blocks in train mode, frozen ones in eval mode (DESIGN rule 6), whoever calls train()."""
+        super().train(mode)
+        if mode and hasattr(self, "trainable_blocks"):
+            for i, (_, block) in enumerate(self._blocks):
+                if i not in self.trainable_blocks:
+                    block.eval()
+        return self
+
+    # ----- forward ------------------------------------------------------------------------------
+    def forward(self, inputs: Any) -> torch.Tensor:
+        return self.head(self.backbone(inputs))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.criterion is None:
+            self._build_balanced_loss()
+        assert self.criterion is not None
+        return self.criterion(logits.float(), labels)
+
+    def _build_balanced_loss(self) -> None:
+        labels = None
+        if self._trainer is not None:
+            loader = self.trainer.train_dataloader
+            if loader is None and self.trainer.datamodule is not None:
+                loader = self.trainer.datamodule.train_dataloader()
+            labels = _labels_of(loader) if loader is not None else None
+        self.criterion = build_loss(n_classes=self.n_classes, train_labels=labels, **self.loss_args)
+        self.criterion.to(self.device)
+
+    # ----- optimisation -------------------------------------------------------------------------
+    def build_schedule(self, total_steps: int, steps_per_epoch: float) -> tuple[list[dict[str, Any]], LRSchedule]:
+        """Param groups and schedule for a run of ``total_steps`` optimizer steps."""
+        a = self.optim_args
+        groups, infos = build_param_groups(self._blocks, self.head, a["weight_decay"])
+        warmup = a["warmup_steps"] if a["warmup_steps"] is not None else round(a["warmup_epochs"] * steps_per_epoch)
+        schedule = LRSchedule(
+            infos=infos, lr=a["lr"], n_blocks=len(self._blocks), total_steps=max(1, int(total_steps)),
+            warmup_steps=int(warmup), scheduler=a["scheduler"], encoder_lr=a["encoder_lr"],
+            encoder_lr_ratio=a["encoder_lr_ratio"], layer_decay=a["layer_decay"], min_lr_ratio=a["min_lr_ratio"],
+            plateau=PlateauState(factor=a["plateau_factor"], patience=a["plateau_patience"],
+                                 mode="min" if "loss" in a["plateau_monitor"] else "max"),
+        )
+        return groups, schedule
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        total = self.trainer.estimated_stepping_batches
+        max_epochs = self.trainer.max_epochs
+        if not np.isfinite(total) or not max_epochs or max_epochs < 1:
+            raise ValueError("headstart's LR schedule needs a finite run: set max_epochs on the Trainer.")
+        groups, self.schedule = self.build_schedule(int(total), float(total) / max_epochs)
+        self.group_infos = list(self.schedule.infos)
+        if self._pending_schedule_state is not None:
+            self.schedule.load_state_dict(self._pending_schedule_state)
+            self._pending_schedule_state = None
+        a = self.optim_args
+        optimizer = build_optimizer(groups, a["optimizer"], betas=a["betas"], momentum=a["momentum"])
+        self.schedule.apply(optimizer, self.trainer.global_step, self.trainable_blocks)
+        return optimizer
+
+    def on_train_epoch_start(self) -> None:
+        n = len(self._blocks)
+        wanted = frozenset(self.strategy.trainable(self.current_epoch, n, self.block_names))
+        changed = wanted != self.trainable_blocks
+        self.trainable_blocks = wanted
+        self._apply_requires_grad()
+        self.train(True)
+        if changed or self.current_epoch == 0:
+            train_names = [self.block_names[i] for i in sorted(wanted)]
+            log.info(
+                "epoch %d: %d/%d blocks trainable (train mode: %s); frozen blocks in eval mode",
+                self.current_epoch, len(wanted), n, ", ".join(train_names) or "head only",
+            )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        assert self.schedule is not None
+        self.schedule.apply(optimizer, self.trainer.global_step, self.trainable_blocks)
+
+    # ----- steps --------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, labels = split_batch(batch)
+        if labels is None:
+            raise ValueError("Training batches must carry labels ((x, y) pairs or a dict with 'labels').")
+        logits = self(inputs)
+        loss = self._loss(logits, labels)
+        n = labels.numel()
+        # Epoch means are accumulated on device by Lightning: no host sync per step.
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train_acc", (logits.detach().argmax(-1) == labels).float().mean(), on_step=False,
+                 on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, labels = split_batch(batch)
+        logits = self(inputs)
+        if labels is not None:
+            self._val_outputs.append((logits.detach().float(), labels.detach()))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._val_outputs = self._val_outputs, []
+        if not outputs or self.trainer.sanity_checking:
+            return
+        metrics = self._metrics(outputs, "val_")
+        for key, value in metrics.items():
+            self.log(key, value, prog_bar=key in ("val_acc", "val_loss"))
+        if self.schedule is not None and self.schedule.on_validation(metrics.get(self.optim_args["plateau_monitor"])):
+            log.info("plateau: LR scale reduced to %.3g", self.schedule.plateau.scale)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        inputs, labels = split_batch(batch)
+        logits = self(inputs)
+        if labels is not None:
+            self._test_outputs.append((logits.detach().float(), labels.detach()))
+
+    def on_test_epoch_end(self) -> None:
+        outputs, self._test_outputs = self._test_outputs, []
+        if outputs:
+            self.last_test_metrics = self._metrics(outputs, "test_")
+            self.log_dict(self.last_test_metrics)
+
+    def _metrics(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], prefix: str) -> dict[str, float]:
+        logits = torch.cat([o[0] for o in outputs])
+        labels = torch.cat([o[1] for o in outputs])
+        proba = torch.softmax(logits, dim=-1).cpu().numpy()
+        return classification_metrics(labels.cpu().numpy(), proba, self.n_classes, prefix=prefix)
+
+    # ----- checkpoint state (exact resume) ------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["headstart"] = {
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "trainable_blocks": sorted(self.trainable_blocks),
+            "n_groups": len(self.group_infos),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("headstart") or {}
+        self._pending_schedule_state = state.get("schedule")
+        if "trainable_blocks" in state:
+            self.trainable_blocks = frozenset(state["trainable_blocks"])
+            self._apply_requires_grad()
+
+    # ----- user API -----------------------------------------------------------------------------
+    def load_pretrained_encoder(self, path: str | Path, strict: bool = False, verbose: bool = True) -> KeyReport:
+        """Load encoder weights from another model's checkpoint and print the key report."""
+        report = load_encoder_weights(self.backbone, path, strict=strict)
+        if verbose:
+            print(report.format())
+        return report
+
+    @torch.inference_mode()
+    def get_embeddings(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Backbone features ``[N, D]`` (eval mode) and labels ``[N]`` (None when batches have none)."""
+        was_training = self.training
+        self.eval()
+        feats, labels = [], []
+        try:
+            for batch in dataloader:
+                inputs, y = split_batch(batch)
+                feats.append(self.backbone(_to_device(inputs, self.device)).float().cpu())
+                if y is not None:
+                    labels.append(y.cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(feats), (torch.cat(labels) if labels else None)
+
+    @torch.inference_mode()
+    def predict_logits(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[N, C]`` in eval mode, and labels when the batches carry them."""
+        was_training = self.training
+        self.eval()
+        out, labels = [], []
+        try:
+            for batch in dataloader:
+                inputs, y = split_batch(batch)
+                out.append(self(_to_device(inputs, self.device)).float().cpu())
+                if y is not None:
+                    labels.append(y.cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(out), (torch.cat(labels) if labels else None)
+
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """Everything needed to rebuild the model's outputs (backbone incl. adapters, head, buffers)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("criterion.")}
+
+    def param_count(self) -> tuple[int, int]:
+        """(trainable at any point of the run, total)."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.head.parameters())
+        for i, (_, block) in enumerate(self._blocks):
+            if i not in self.static_frozen:
+                trainable += sum(p.numel() for name, p in block.named_parameters()
+                                 if not self.strategy.uses_lora or "lora_" in name)
+        return trainable, total
+
+
+def _to_device(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, dict):
+        return {k: _to_device(v, device) for k, v in inputs.items()}
+    if hasattr(inputs, "to"):
+        return inputs.to(device)
+    return inputs
+
+
+def _labels_of(loader: Any) -> np.ndarray | None:
+    dataset = getattr(loader, "dataset", None)
+    for attr in ("labels", "targets", "y"):
+        values = getattr(dataset, attr, None)
+        if values is not None:
+            return np.asarray(values)
+    collected = []
+    for batch in loader:
+        _, y = split_batch(batch)
+        if y is None:
+            return None
+        collected.append(np.asarray(y))
+    return np.concatenate(collected) if collected else None

