@@ -98,3 +98,26 @@ def tiny_run_config(tmp_path: Path, model_dir: Path, **sections: dict) -> dict:
         else:
             raw[key] = value
     return raw
+
+
+def tiny_loaders(n_train: int = 64, n_val: int = 32, batch_size: int = 16, seed: int = 0):
+    """(train, val) DataLoaders of (x, y) pairs for TinyEncoder."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = make_xy(n_train + n_val, seed=seed)
+    train = TensorDataset(x[:n_train], y[:n_train])
+    val = TensorDataset(x[n_train:], y[n_train:])
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(train, batch_size=batch_size, shuffle=True, generator=g), DataLoader(val, batch_size=64)
+
+
+def quiet_trainer(max_epochs: int, callbacks: list | None = None, **kwargs):
+    import tempfile
+
+    import pytorch_lightning as pl
+
+    kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="headstart-test-"))
+
+    return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], enable_progress_bar=False, logger=False,
+                      enable_checkpointing=kwargs.pop("enable_checkpointing", False), enable_model_summary=False,
+                      num_sanity_val_steps=0, accelerator="cpu", **kwargs)

@@ -7,6 +7,8 @@ a "did you mean", and each line says where (``optim.lr``), the value seen and wh
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -176,30 +178,109 @@ def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+# Names people often write for a key, mapped to the key headstart uses (for the "did you mean").
+_KEY_ALIASES = {
+    "learning_rate": "lr", "learningrate": "lr", "lr_head": "lr", "head_lr": "lr", "encoder_learning_rate": "encoder_lr",
+    "backbone_lr": "encoder_lr", "max_epochs": "epochs", "num_epochs": "epochs", "n_epochs": "epochs",
+    "epoch": "epochs", "optimiser": "optimizer", "optim": "optimizer", "bs": "batch_size", "batchsize": "batch_size",
+    "wd": "weight_decay", "weightdecay": "weight_decay", "lr_scheduler": "scheduler", "schedule": "scheduler",
+    "warmup": "warmup_epochs", "accumulate_grad_batches": "accumulate", "gradient_accumulation_steps": "accumulate",
+    "gradient_clip_val": "grad_clip", "clip_grad_norm": "grad_clip", "model": "backbone", "encoder": "backbone",
+    "model_name": "name_or_path", "pretrained": "pretrain", "checkpoint_path": "checkpoint", "out_dir": "output_dir",
+    "outdir": "output_dir", "run_dir": "output_dir", "text": "text_column", "label": "label_column",
+    "labels": "label_column", "target": "label_column", "train_file": "train", "val_file": "val",
+    "valid": "val", "validation": "val", "test_file": "test", "optimizer": "optim", "scheduler": "optim",
+    "freeze_layers": "freeze", "rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "targets": "target_modules", "lora_targets": "target_modules",
+}
+_NUMBER_ERRORS = {"float_parsing", "float_type", "finite_number"}
+_INT_ERRORS = {"int_parsing", "int_type", "int_from_float", "int_parsing_size"}
+_BOOL_ERRORS = {"bool_parsing", "bool_type"}
+
+
+def _suggest_key(key: str, valid: list[str]) -> str:
+    """Did-you-mean for an unknown key: spelling first, then common synonyms (learning_rate -> lr)."""
+    hint = did_you_mean(key, valid)
+    if hint:
+        return hint
+    normal = key.lower().replace("-", "_")
+    aliases = [a for a, target in _KEY_ALIASES.items() if target in valid]
+    for alias in difflib.get_close_matches(normal, aliases, n=1, cutoff=0.8):
+        return f" Did you mean '{_KEY_ALIASES[alias]}'?"
+    return ""
+
+
+def _show_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping {...}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problem(err: Any, where: str) -> str:
+    """One line for a value error: the key, what was expected, the value seen."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind in _NUMBER_ERRORS:
+        expected = "a number, e.g. 0.001 or 3.0e-5"
+    elif kind in _INT_ERRORS:
+        expected = "a whole number, e.g. 3"
+    elif kind in _BOOL_ERRORS:
+        expected = "true or false"
+    elif kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = did_you_mean(str(value), choices) if isinstance(value, str) else ""
+        return f"- '{where}' is {_show_value(value)}, expected one of {ctx.get('expected', '')}.{hint}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        expected = err["msg"].replace("Input should be ", "a value ")
+    elif kind in ("list_type", "tuple_type"):
+        expected = "a list, e.g. [a, b]"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        expected = "a mapping of keys (an indented block in YAML)"
+    elif kind in ("string_type",):
+        expected = "text"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"- '{where}': {msg} (got {_show_value(value)})."
+    return f"- '{where}' is {_show_value(value)}, expected {expected}."
+
+
+def _format_errors(exc: ValidationError, source: str, overridden: set[str] | None = None) -> str:
     lines = []
+    overridden = overridden or set()
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal"))))
         where = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             model = _model_for_path(loc)
             valid = list(model.model_fields) if model else []
-            hint = did_you_mean(str(loc[-1]), valid)
-            lines.append(f"- unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}.")
+            hint = _suggest_key(str(loc[-1]), valid)
+            line = f"- unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}."
         elif err["type"] == "missing":
-            lines.append(f"- '{where}' is required but missing.")
+            line = f"- '{where}' is required but missing; add it (examples/quickstart.yaml shows every section)."
         else:
-            value = err.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            lines.append(f"- '{where}': {err['msg']} (got {shown}).")
-    return f"Invalid config {source}: {len(lines)} problem(s):\n" + "\n".join(lines)
+            line = _problem(err, where)
+        if any(where == k or where.startswith(k + ".") for k in overridden):
+            line += " (Set on the command line.)"
+        lines.append(line)
+    return (
+        f"Invalid config {source}: {len(lines)} problem(s):\n" + "\n".join(lines)
+        + "\nFix these keys in the config file (or in the command-line options that set them) and run again."
+    )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``key.sub=value`` -> (["key", "sub"], YAML-parsed value)."""
     if "=" not in text:
-        raise ConfigError(f"--set '{text}' must look like key.subkey=value, e.g. --set optim.lr=3e-5.")
+        raise ConfigError(
+            f"--set '{text}' has no '=': an override must look like key.subkey=value, e.g. --set optim.lr=3e-5 "
+            f"or --set data.batch_size=16."
+        )
     key, _, raw = text.partition("=")
+    if not [k for k in key.strip().split(".") if k]:
+        raise ConfigError(
+            f"--set '{text}' names no key before '=': an override must look like key.subkey=value, e.g. "
+            f"--set optim.lr=3e-5."
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
@@ -228,13 +309,21 @@ def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] 
         p = Path(path)
         source = f"'{p}'"
         if not p.is_file():
-            raise ConfigError(f"Config file '{p}' does not exist (resolved to {p.resolve()}).")
+            raise ConfigError(_missing_config_message(p))
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file '{p}' is not valid YAML: {exc}") from exc
+            raise ConfigError(_yaml_error_message(p, exc)) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"Config file '{p}' is not UTF-8 text ({exc.reason} at byte {exc.start}); is it really a YAML "
+                f"file? Re-save it as UTF-8."
+            ) from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"Config file '{p}' must hold a mapping of keys, got {type(raw).__name__}.")
+            raise ConfigError(
+                f"Config file '{p}' must hold a mapping of keys (key: value lines), but its top level is a "
+                f"{type(raw).__name__}. Write it like examples/quickstart.yaml: data:, backbone:, strategy: ..."
+            )
         base = p.resolve().parent
         data = raw.get("data")
         if isinstance(data, dict):  # data paths are relative to the config file
@@ -242,10 +331,55 @@ def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] 
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str((base / data[key]).resolve()) if (base / data[key]).exists() else data[key]
     raw = apply_overrides(dict(raw), overrides or [])
+    overridden = {".".join(keys) for keys, _ in overrides or []}
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, overridden)) from None
+
+
+def _missing_config_message(p: Path) -> str:
+    if p.is_dir():
+        inside = sorted(c.name for c in p.iterdir() if c.suffix in (".yaml", ".yml"))[:5]
+        listing = f" YAML files in it: {', '.join(inside)}." if inside else ""
+        return f"Config file '{p}' is a directory, not a YAML file.{listing} Give the path of a run config (YAML)."
+    hint = ""
+    if p.parent.is_dir():
+        names = sorted(c.name for c in p.parent.iterdir() if c.is_file())
+        hint = did_you_mean(p.name, names)
+        if not hint:
+            yamls = [n for n in names if n.endswith((".yaml", ".yml"))][:5]
+            hint = f" YAML files in '{p.parent}': {', '.join(yamls)}." if yamls else ""
+    else:
+        hint = f" Its directory '{p.parent}' does not exist either."
+    return (
+        f"Config file '{p}' does not exist (resolved to {p.resolve()}).{hint} Check the path; "
+        f"examples/quickstart.yaml is a complete example to start from."
+    )
+
+
+def _yaml_error_message(p: Path, exc: yaml.YAMLError) -> str:
+    """One paragraph: the problem, its line and column, and the usual causes."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    cmark = getattr(exc, "context_mark", None)
+    started = ""
+    if context and cmark is not None:
+        started = f" ({context} that started at line {cmark.line + 1}, column {cmark.column + 1})"
+    line = ""
+    if mark is not None:
+        try:
+            text = p.read_text(encoding="utf-8").splitlines()[mark.line].strip()
+            line = f" The line reads: {text[:80]!r}." if text else ""
+        except (OSError, IndexError, UnicodeDecodeError):
+            line = ""
+    return (
+        f"Config file '{p}' is not valid YAML: {problem}{where}{started}.{line} Fix the syntax there; "
+        f"common causes are an unclosed bracket or quote, tabs used for indentation, or a missing space "
+        f"after ':'."
+    )
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -97,10 +97,14 @@ def check_layer_map(model: nn.Module, blocks: list[tuple[str, nn.Module]]) -> No
         )
 
 
+def _is_container(module: nn.Module) -> bool:
+    return isinstance(module, nn.ModuleList | nn.Sequential) and len(module) >= 2
+
+
 def _largest_container(model: nn.Module) -> tuple[str, nn.Module] | None:
     best: tuple[int, str, nn.Module] | None = None
     for name, module in model.named_modules():
-        if not name or not isinstance(module, nn.ModuleList | nn.Sequential) or len(module) < 2:
+        if not name or not _is_container(module):
             continue
         n = sum(p.numel() for p in module.parameters())
         if n and (best is None or n > best[0]):
@@ -113,7 +117,9 @@ def detect_blocks(model: nn.Module, container: str | None = None) -> list[tuple[
 
     The container is the ``ModuleList``/``Sequential`` holding the most parameters unless
     ``container`` names one. Parameters registered before it go to ``stem`` and after it to
-    ``neck`` (registration order of ``named_parameters``). A module without any container is one block.
+    ``neck`` (registration order of ``named_parameters``). Children of the container without
+    parameters join the block before them. A model that is itself a ``Sequential``/``ModuleList``
+    (and holds no inner one) gives one block per child; a module without any container is one block.
     """
     if container is not None:
         modules = dict(model.named_modules())
@@ -126,6 +132,8 @@ def detect_blocks(model: nn.Module, container: str | None = None) -> list[tuple[
         found: tuple[str, nn.Module] | None = (container, modules[container])
     else:
         found = _largest_container(model)
+        if found is None and _is_container(model) and _param_ids(model):
+            found = ("", model)  # the model itself is the Sequential/ModuleList of blocks
     if found is None:
         return [("body", model)]
     cname, cmod = found
@@ -144,11 +152,28 @@ def detect_blocks(model: nn.Module, container: str | None = None) -> list[tuple[
     stem = _group_params(model, before)
     if stem is not None:
         blocks.append(("stem", stem))
-    blocks.extend((f"{cname}.{child_name}", child) for child_name, child in cmod.named_children())
+    blocks.extend(_container_blocks(cname, cmod))
     neck = _group_params(model, after)
     if neck is not None:
         blocks.append(("neck", neck))
     return blocks
+
+
+def _container_blocks(cname: str, cmod: nn.Module) -> list[tuple[str, nn.Module]]:
+    """One block per child holding parameters; parameter-free children (activations, dropout, pooling)
+    join the block before them (the first block when they lead), so they follow its train/eval mode
+    instead of forming empty blocks."""
+    groups: list[tuple[str, list[nn.Module]]] = []
+    leading: list[nn.Module] = []
+    for child_name, child in cmod.named_children():
+        if _param_ids(child):
+            groups.append((f"{cname}.{child_name}" if cname else child_name, [*leading, child]))
+            leading = []
+        elif groups:
+            groups[-1][1].append(child)
+        else:
+            leading.append(child)
+    return [(name, mods[0] if len(mods) == 1 else BlockGroup(mods)) for name, mods in groups]
 
 
 def _group_params(model: nn.Module, params: list[tuple[str, nn.Parameter]]) -> nn.Module | None:

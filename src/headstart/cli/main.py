@@ -39,12 +39,18 @@ def _overrides(
                       (["optim", "warmup_epochs"], warmup_epochs), (["trainer", "seed"], seed),
                       (["output_dir"], output_dir)):
         if raw is not None:
-            out.append((keys, yaml.safe_load(raw) if keys[0] != "output_dir" and keys != ["pretrain"] else raw))
+            value: object = raw
+            if keys[0] != "output_dir" and keys != ["pretrain"]:
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError:  # kept as text; validation then names the option and the value
+                    value = raw
+            out.append((keys, value))
     if strategy is not None:
         try:
             fields = parse_strategy_spec(strategy)
         except ValueError as exc:
-            raise ConfigError(f"--strategy '{strategy}' is not understood ({exc}). Examples: full, linear_probe, "
+            raise ConfigError(f"--strategy '{strategy}' is not understood: {exc} Examples: full, linear_probe, "
                               f"partial:2, partial:0-3, gradual:2, gradual:2:1, lora, lora:16.") from None
         out.append((["strategy"], fields))
     out += [parse_override(s) for s in sets or []]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from headstart.data.labels import Label, LabelMap
 from headstart.data.readers import FORMATS, SUFFIXES, detect_format, read_table
+from headstart.data.samplers import EpochShuffleSampler
 from headstart.data.splits import stratified_split, stratified_subset
 from headstart.data.text import (
     TextClassificationDataset,
@@ -14,6 +15,7 @@ from headstart.data.text import (
 )
 
 __all__ = [
+    "EpochShuffleSampler",
     "FORMATS",
     "SUFFIXES",
     "Label",

@@ -129,7 +129,7 @@ class LabelMap:
         except FileNotFoundError:
             raise DataError(
                 f"The label map '{source}' does not exist (resolved to {source.resolve()}). It is written as "
-                f"label_map.json in every run directory; point to the run directory the checkpoint came from."
+                f"labels.json in every run directory; point to the run directory the checkpoint came from."
             ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(

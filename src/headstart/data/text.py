@@ -290,9 +290,16 @@ def _select_columns(
             if headerless
             else ""
         )
+        if where.startswith("data."):
+            fix = f"Set {' / '.join(missing)} to one of the available columns."
+        else:  # a new file for a finished run: the run's config fixes the column names
+            fix = (
+                f"The run was trained with {', '.join(f'{k}={v!r}' for k, v in missing.items())} (its config.yaml); "
+                f"rename the column{'s' if len(missing) > 1 else ''} in {path} to match."
+            )
         raise DataError(
-            f"{where} ({path}) has {what}. Available columns: {format_choices(_short(c) for c in available)}.{hints}{header_hint} "
-            f"Set {' / '.join(missing)} to one of the available columns."
+            f"{where} ({path}) has {what}. Available columns: {format_choices(_short(c) for c in available)}."
+            f"{hints}{header_hint} {fix}"
         )
     frame = frame.set_axis(available, axis=1)
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))

@@ -17,6 +17,7 @@ from headstart.train.checkpoint import load_encoder_weights
 from headstart.train.module import FinetuneModule
 
 __all__ = [
+    "EpochSeed",
     "build_model",
     "build_strategy",
     "build_text_loaders",
@@ -86,7 +87,7 @@ def build_model(
 
 def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -> dict[str, DataLoader]:
     """Tokenize each split once; dynamic padding per batch; a seeded shuffle for training."""
-    from headstart.data import TextClassificationDataset, TextCollator
+    from headstart.data import EpochShuffleSampler, TextClassificationDataset, TextCollator
 
     collate = TextCollator(pad_token_id=tokenizer.pad_token_id or 0)
     loaders: dict[str, DataLoader] = {}
@@ -95,11 +96,10 @@ def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -
             continue
         dataset = TextClassificationDataset(frame, tokenizer, cfg.data.max_length)
         train = split == "train"
-        generator = torch.Generator().manual_seed(cfg.trainer.seed) if train else None
+        sampler = EpochShuffleSampler(len(dataset), cfg.trainer.seed) if train else None
         loaders[split] = DataLoader(
-            dataset, batch_size=cfg.data.batch_size if train else cfg.data.eval_batch_size, shuffle=train,
-            collate_fn=collate, num_workers=cfg.data.num_workers, generator=generator,
-            persistent_workers=cfg.data.num_workers > 0,
+            dataset, batch_size=cfg.data.batch_size if train else cfg.data.eval_batch_size, sampler=sampler,
+            collate_fn=collate, num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
         )
     return loaders
 
@@ -119,3 +119,18 @@ def build_trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
 
 def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
+
+
+class EpochSeed(pl.Callback):
+    """Reseed every RNG from ``seed + epoch`` at each epoch start: dropout draws no longer depend on
+    the process history, so a resumed run continues exactly like an uninterrupted one."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        # At the first batch, not at epoch start: Lightning creates the loader iterator (which draws
+        # from the global RNG) at different points in fresh and resumed runs.
+        if batch_idx == 0:
+            pl.seed_everything(self.seed + 1_000 * (trainer.current_epoch + 1), workers=True, verbose=False)

@@ -24,6 +24,7 @@ from headstart.config import RunConfig, config_to_yaml
 from headstart.data import load_text_splits
 from headstart.errors import CheckpointError
 from headstart.experiments.build import (
+    EpochSeed,
     build_model,
     build_text_loaders,
     build_trainer_kwargs,
@@ -88,7 +89,7 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
     best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
                        sidecar)
     callbacks: list[pl.Callback] = [
-        MetricsCSV(run / "metrics.csv"), best,
+        EpochSeed(cfg.trainer.seed), MetricsCSV(run / "metrics.csv"), best,
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=0, save_last=True),
     ]
     es = cfg.trainer.early_stopping

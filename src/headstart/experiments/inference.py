@@ -62,7 +62,7 @@ def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.Data
     d = loaded.cfg.data
     return load_text_frame(
         str(path), text_column=d.text_column, text_pair_column=d.text_pair_column, label_column=d.label_column,
-        label_map=loaded.label_map, fmt="auto", require_labels=require_labels,
+        label_map=loaded.label_map, fmt="auto", require_labels=require_labels, where="--data",
     )
 
 

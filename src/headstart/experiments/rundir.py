@@ -25,7 +25,11 @@ def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = Fa
                 f"epoch in '{run}'. Run without --resume to start it."
             )
         return run
-    if run.exists() and any(run.iterdir()):
+    if run.exists() and not run.is_dir():
+        raise RunDirError(
+            f"The run directory '{run}' is a file, not a directory. Choose another --output-dir (output_dir)."
+        )
+    if run.exists() and not _is_empty_skeleton(run):
         if not overwrite:
             raise RunDirError(
                 f"The run directory '{run}' already exists and is not empty; headstart never overwrites a run. "
@@ -43,8 +47,26 @@ def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = Fa
     return run
 
 
+def _is_empty_skeleton(run: Path) -> bool:
+    """True for an empty directory, or one holding only the empty folders a failed start left behind.
+
+    ``prepare_run_dir`` creates ``checkpoints/`` and ``plots/`` before the data is read; when the run then
+    stops on a data or config error, running it again (after the fix) must not call it an existing run.
+    """
+    for child in run.iterdir():
+        if not (child.is_dir() and child.name in ("checkpoints", "plots") and not any(child.iterdir())):
+            return False
+    return True
+
+
 def require_run_dir(path: str | Path) -> Path:
     run = Path(path)
+    if not run.is_dir():
+        what = "is a file, not a directory" if run.exists() else f"does not exist (resolved to {run.resolve()})"
+        raise RunDirError(
+            f"The run directory '{run}' {what}. Give the output_dir of a completed `headstart fit` (the folder "
+            f"holding config.yaml, labels.json and checkpoints/)."
+        )
     missing = [n for n in ("config.yaml", "labels.json", "checkpoints/best.safetensors") if not (run / n).exists()]
     if missing:
         raise RunDirError(

@@ -122,8 +122,9 @@ def parse_block_range(spec: str | int, n_blocks: int, block_names: list[str] | N
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if not (lo <= hi < n_blocks):
             raise LayerMapError(
-                f"Block range '{spec}' is out of bounds: the backbone has {n_blocks} blocks, valid indices are "
-                f"0 to {n_blocks - 1} {_listing(block_names)}. Run `headstart inspect CONFIG` to see the layer map."
+                f"Block range '{spec}' (strategy.freeze) is out of bounds: the backbone has {n_blocks} blocks, "
+                f"valid indices are 0 to {n_blocks - 1} {_listing(block_names)}. Use a range inside 0-{n_blocks - 1} "
+                f"(e.g. --strategy partial:0-{max(0, n_blocks - 2)}); `headstart inspect CONFIG` prints the layer map."
             )
         out.update(range(lo, hi + 1))
     if not out:
@@ -136,6 +137,11 @@ def parse_strategy_spec(spec: str) -> dict[str, Any]:
     ``partial:0-3`` (freeze 0-3), ``gradual:2`` (freeze 2 epochs), ``gradual:2:1``, ``lora``, ``lora:16``."""
     name, _, arg = spec.partition(":")
     name = name.strip().replace("-", "_")
+    if name not in STRATEGY_NAMES:
+        raise ConfigError(
+            f"'{name}' is not a strategy.{did_you_mean(name, STRATEGY_NAMES)} Valid strategies: "
+            f"{', '.join(STRATEGY_NAMES)}."
+        )
     fields: dict[str, Any] = {"name": name}
     if not arg:
         return fields
@@ -143,11 +149,17 @@ def parse_strategy_spec(spec: str) -> dict[str, Any]:
         fields.update({"train_last": int(arg)} if arg.isdigit() else {"freeze": arg})
     elif name == "gradual":
         parts = arg.split(":")
-        fields["freeze_epochs"] = int(parts[0])
+        fields["freeze_epochs"] = _spec_int(parts[0], spec, "gradual:E[:K] needs whole numbers of epochs")
         if len(parts) > 1:
-            fields["unfreeze_every"] = int(parts[1])
+            fields["unfreeze_every"] = _spec_int(parts[1], spec, "gradual:E[:K] needs whole numbers of epochs")
     elif name == "lora":
-        fields["lora"] = {"r": int(arg)}
+        fields["lora"] = {"r": _spec_int(arg, spec, "lora:R needs a whole-number rank such as 8 or 16")}
     else:
-        raise ConfigError(f"Strategy '{name}' takes no ':' argument (got '{spec}').")
+        raise ConfigError(f"Strategy '{name}' takes no ':' argument (got '{spec}'); write just '{name}'.")
     return fields
+
+
+def _spec_int(text: str, spec: str, why: str) -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(f"'{text}' in '{spec}' is not a whole number: {why}.")
+    return int(text)

@@ -42,14 +42,15 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
         if unmatched:
             hints = " ".join(did_you_mean(t, candidates).strip() for t in unmatched)
             raise LayerMapError(
-                f"strategy.lora.target_modules {format_choices(unmatched)} match no module of the backbone. "
-                f"{hints} Candidates (Linear/Embedding/Conv leaf names): {format_choices(candidates)}."
+                f"strategy.lora.target_modules {format_choices(unmatched)} "
+                f"{'matches' if len(unmatched) == 1 else 'match'} no module of the backbone. "
+                f"{hints} Candidates (Linear/Embedding/Conv leaf names): {format_choices(candidates)}. Set "
+                f"strategy.lora.target_modules to some of these, or leave it unset for the attention defaults."
             )
     else:
         targets = [t for t in DEFAULT_LORA_TARGETS if any(_matches(n, t) for n in names)]
-        if not targets:
-            targets = [c for c in candidates if any(_matches(n, c) for n, m in model.named_modules()
-                                                    if isinstance(m, nn.Linear))]
+        if not targets:  # generic modules: every Linear layer, by its full (unambiguous) path
+            targets = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear)]
         if not targets:
             raise LayerMapError(
                 f"No LoRA target found in {type(model).__name__}: it has no Linear layers. Set "

@@ -59,8 +59,9 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict
     seen: dict[int, str] = {}
     for key, value in state.items():
         t = value.detach().cpu().contiguous()
-        ptr = t.data_ptr()
-        # safetensors refuses shared storage (tied weights): store a copy under each name.
+        ptr = t.untyped_storage().data_ptr()
+        # safetensors refuses shared storage (tied weights, views into one buffer, even at different
+        # offsets): store a copy under each name after the first.
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.setdefault(ptr, key)
     fd, tmp = _atomic_target(path)
@@ -94,22 +95,45 @@ def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, to
         try:
             return load_file(str(path))
         except Exception as exc:
-            raise CheckpointError(f"{where} '{path}' is not a readable safetensors file: {exc}") from exc
+            raise CheckpointError(
+                f"{where} '{path}' is not a readable safetensors file ({' '.join(str(exc).split())}). The file is "
+                f"damaged or truncated (an interrupted copy?); copy it again, or point to another checkpoint."
+            ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{where} '{path}' could not be read with torch.load(weights_only=True): {str(exc).splitlines()[0]} "
+            f"{where} '{path}' could not be read with torch.load(weights_only=True): {_torch_load_reason(exc)}. "
             f"headstart never unpickles arbitrary objects; re-save the weights as a plain state_dict "
             f"(torch.save(model.state_dict(), path)) or as safetensors."
-        ) from exc
+        ) from None
     for key in ("state_dict", "model_state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{where} '{path}' does not hold a state_dict of tensors.")
+        found = type(obj).__name__
+        if isinstance(obj, dict):
+            found = "a dict with non-tensor values under " + ", ".join(
+                repr(k) for k, v in list(obj.items()) if not isinstance(v, torch.Tensor)
+            )[:200]
+        raise CheckpointError(
+            f"{where} '{path}' does not hold a state_dict of tensors (found {found}). Save the weights with "
+            f"torch.save(model.state_dict(), path) or as safetensors."
+        )
     return obj
+
+
+def _torch_load_reason(exc: Exception) -> str:
+    """The useful line of a torch.load error (the weights-only refusal names the offending class)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it contains a pickled {found.group(1)} object, not only tensors"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first.rstrip(".")
 
 
 @dataclass
@@ -185,7 +209,7 @@ def match_state_dict(
 
 def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = False) -> KeyReport:
     """Load what fits from ``path`` into ``module``; raise when nothing (or, if strict, not all) fits."""
-    source = read_state_dict(path, where="pretrained encoder checkpoint")
+    source = read_state_dict(path, where="The pretrained encoder checkpoint (pretrain / --pretrain)")
     target = module.state_dict()
     report, mapped = match_state_dict(target, source)
     if not report.matched:
@@ -193,7 +217,8 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
             f"No key of the checkpoint '{path}' matches the encoder ({len(source)} checkpoint keys, "
             f"{len(target)} model keys), even after aligning prefixes. Checkpoint keys look like "
             f"{list(source)[:3]}; model keys look like {list(target)[:3]}. Is this a checkpoint of the same "
-            f"architecture? Compare with `headstart inspect`."
+            f"architecture? Point pretrain (--pretrain) at encoder weights of this backbone, or drop it to start "
+            f"from the backbone's own weights; `headstart inspect CONFIG` shows the model's modules."
         )
     if strict and (report.missing or report.shape_mismatched or report.unexpected):
         raise CheckpointError(
