@@ -15,9 +15,9 @@ from headstart.data.text import (
 )
 
 __all__ = [
-    "EpochShuffleSampler",
     "FORMATS",
     "SUFFIXES",
+    "EpochShuffleSampler",
     "Label",
     "LabelMap",
     "TextClassificationDataset",

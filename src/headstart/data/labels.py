@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from headstart.errors import DataError
+from headstart.fileio import atomic_write_text
 
 __all__ = ["Label", "LabelMap"]
 
@@ -105,20 +105,8 @@ class LabelMap:
         return [self.classes[i] for i in array.reshape(-1).tolist()]
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
-        """Write ``{"classes": [...]}`` atomically (temp file + rename), so a crash never leaves half a file."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump({"classes": self.classes}, handle, ensure_ascii=False, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        """Write ``{"classes": [...]}`` atomically, so a crash never leaves half a file."""
+        atomic_write_text(path, json.dumps({"classes": self.classes}, ensure_ascii=False, indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> LabelMap:

@@ -87,10 +87,7 @@ class LRSchedule:
         if self.scheduler in ("none", "plateau"):
             return 1.0
         q = min(1.0, (step - w) / max(1, self.total_steps - w))
-        if self.scheduler == "cosine":
-            shape = 0.5 * (1.0 + math.cos(math.pi * q))
-        else:
-            shape = 1.0 - q
+        shape = 0.5 * (1.0 + math.cos(math.pi * q)) if self.scheduler == "cosine" else 1.0 - q
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * shape
 
     def lr_at(self, index: int, step: int, trainable_blocks: set[int] | frozenset[int]) -> float:

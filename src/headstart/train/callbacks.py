@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from headstart.train.checkpoint import atomic_write_text, save_weights
+from headstart.train.checkpoint import atomic_target, atomic_write_text, save_weights
 
 __all__ = ["AtomicCheckpointIO", "BestWeights", "MetricsCSV", "metric_value"]
 
@@ -33,8 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = atomic_target(path)
         os.close(fd)
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -82,7 +80,7 @@ class MetricsCSV(pl.Callback):
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        fd, tmp = atomic_target(self.path)
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,32 +21,17 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
+from headstart.fileio import atomic_target, atomic_write_text
 
 __all__ = [
     "KeyReport",
+    "atomic_target",
     "atomic_write_text",
     "load_encoder_weights",
     "match_state_dict",
     "read_state_dict",
     "save_weights",
 ]
-
-
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict[str, Any] | None = None) -> None:
@@ -64,7 +48,7 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict
         # offsets): store a copy under each name after the first.
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.setdefault(ptr, key)
-    fd, tmp = _atomic_target(path)
+    fd, tmp = atomic_target(path)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "producer": "headstart"})
@@ -212,6 +196,13 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
     source = read_state_dict(path, where="The pretrained encoder checkpoint (pretrain / --pretrain)")
     target = module.state_dict()
     report, mapped = match_state_dict(target, source)
+    if not report.matched and report.shape_mismatched:
+        raise CheckpointError(
+            f"No tensor of the checkpoint '{path}' fits the encoder: {len(report.shape_mismatched)} key(s) align by "
+            f"name but every shape differs, so the architecture settings (widths, vocabulary or input sizes) do not "
+            f"match the model that wrote the checkpoint.\n{report.format()}\nBuild the backbone with the same sizes "
+            f"as the checkpoint's model, or drop pretrain (--pretrain)."
+        )
     if not report.matched:
         raise CheckpointError(
             f"No key of the checkpoint '{path}' matches the encoder ({len(source)} checkpoint keys, "
@@ -227,3 +218,6 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
         )
     module.load_state_dict(mapped, strict=False)
     return report
+
+
+atomic_target = atomic_target

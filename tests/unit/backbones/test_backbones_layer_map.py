@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyEncoder
 from torch import nn
 
+from conftest import TinyEncoder
 from headstart import ConfigError, FinetuneModule, LayerMapError
 from headstart.backbones import (
     BlockGroup,

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import pytorch_lightning as pl
-from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 
+from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import FinetuneModule, Strategy
 from headstart.optim import GroupInfo, LRSchedule, PlateauState
 

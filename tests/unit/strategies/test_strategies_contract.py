@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from torch.utils.data import DataLoader
 
+from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import FinetuneModule, LayerMapError, LoraSpec, Strategy
 from headstart.backbones import HFBackbone
 from headstart.strategies import parse_block_range, parse_strategy_spec
@@ -51,11 +51,10 @@ def _block_of(model: FinetuneModule, name: str) -> int | None:
 
 
 def _text_loaders(model_dir) -> tuple[DataLoader, DataLoader]:
+    import pandas as pd
     from transformers import AutoTokenizer
 
     from headstart.data import TextClassificationDataset, TextCollator
-
-    import pandas as pd
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     texts = [f"item {i} was {'great' if i % 2 else 'awful'}" for i in range(32)]

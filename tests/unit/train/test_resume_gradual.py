@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from conftest import TinyEncoder, make_xy, quiet_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import TinyEncoder, make_xy, quiet_trainer
 from headstart import FinetuneModule, Strategy
 from headstart.data import EpochShuffleSampler
 from headstart.experiments.build import EpochSeed
