@@ -128,7 +128,7 @@ def evaluate(
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if output is not None:
-        from headstart.train.checkpoint import atomic_write_text
+        from headstart.fileio import atomic_write_text
 
         atomic_write_text(output, text)
 

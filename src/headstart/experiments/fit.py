@@ -33,10 +33,11 @@ from headstart.experiments.build import (
 )
 from headstart.experiments.inspect import format_inspect
 from headstart.experiments.rundir import peak_rss_mb, prepare_run_dir
+from headstart.fileio import atomic_write_text
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
 from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV, write_json
-from headstart.train.checkpoint import atomic_write_text, read_state_dict
+from headstart.train.checkpoint import read_state_dict
 
 __all__ = ["FitResult", "run_fit"]
 

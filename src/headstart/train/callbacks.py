@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from headstart.train.checkpoint import atomic_target, atomic_write_text, save_weights
+from headstart.fileio import atomic_target, atomic_write_text
+from headstart.train.checkpoint import save_weights
 
 __all__ = ["AtomicCheckpointIO", "BestWeights", "MetricsCSV", "metric_value"]
 

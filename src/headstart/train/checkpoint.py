@@ -25,8 +25,6 @@ from headstart.fileio import atomic_target, atomic_write_text
 
 __all__ = [
     "KeyReport",
-    "atomic_target",
-    "atomic_write_text",
     "load_encoder_weights",
     "match_state_dict",
     "read_state_dict",
@@ -165,12 +163,18 @@ def _prefixes(keys: Iterable[str], depth: int = 3) -> set[str]:
 def match_state_dict(
     target: dict[str, torch.Tensor], source: dict[str, torch.Tensor]
 ) -> tuple[KeyReport, dict[str, torch.Tensor]]:
-    """Find the prefix rewrite (strip one, add another) that matches the most keys."""
+    """Find the prefix rewrite (strip one, add another) that matches the most keys.
+
+    A key reduced to a bare leaf name (``weight``) only counts when both prefixes are at most one
+    component deep (wrappers such as ``model.``/``module.``): otherwise ``foo.weight`` would "align" with
+    ``encoder.norm.weight`` and load an unrelated tensor whose shape happens to fit.
+    """
     best: tuple[int, str, str] = (-1, "", "")
     for sp in _prefixes(source):
         stripped = {k[len(sp):] for k in source if k.startswith(sp)}
         for tp in _prefixes(target):
-            score = sum(1 for k in stripped if tp + k in target)
+            shallow = sp.count(".") <= 1 and tp.count(".") <= 1
+            score = sum(1 for k in stripped if tp + k in target and (shallow or "." in k))
             if score > best[0] or (score == best[0] and len(sp) + len(tp) < len(best[1]) + len(best[2])):
                 best = (score, sp, tp)
     _, sp, tp = best
@@ -219,5 +223,3 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
     module.load_state_dict(mapped, strict=False)
     return report
 
-
-atomic_target = atomic_target

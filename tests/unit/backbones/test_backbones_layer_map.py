@@ -84,8 +84,9 @@ class _MLPLayers(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.inp = nn.Linear(3, 8)
-        self.layers = nn.Sequential(nn.Dropout(0.5), nn.Linear(8, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 8),
-                                    nn.ReLU())
+        self.layers = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(8, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 8), nn.ReLU()
+        )
         self.out_dim = 8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -236,16 +237,16 @@ def test_torch_backbone_pools_sequence_outputs() -> None:
 
 
 def test_from_import_errors() -> None:
-    with pytest.raises(ConfigError, match=r"'collections:OrderedDict' returned OrderedDict, not an nn.Module"):
+    with pytest.raises(ConfigError, match=r"'collections:OrderedDict' returned OrderedDict, not an nn\.Module"):
         TorchBackbone.from_import("collections:OrderedDict")
     with pytest.raises(ConfigError) as err:
         TorchBackbone.from_import("torch.nn:GRU", {"input_size": 4, "hidden_sise": 6})
     msg = str(err.value)
     assert "'torch.nn:GRU' could not be built with backbone.kwargs=" in msg and "hidden_sise" in msg
-    with pytest.raises(ConfigError, match="has no attribute 'GRUU'. Did you mean .*'GRU'"):
+    with pytest.raises(ConfigError, match=r"has no attribute 'GRUU'\. Did you mean .*'GRU'"):
         import_object("torch.nn:GRUU")
-    with pytest.raises(ConfigError, match="cannot import module 'no_such_pkg_xyz.mod'"):
+    with pytest.raises(ConfigError, match=r"cannot import module 'no_such_pkg_xyz\.mod'"):
         import_object("no_such_pkg_xyz.mod:Thing")
-    with pytest.raises(ConfigError, match="must look like 'package.module:ClassName'"):
+    with pytest.raises(ConfigError, match=r"must look like 'package\.module:ClassName'"):
         import_object("GRU")
     assert import_object("torch.nn.GRU") is nn.GRU

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from sklearn.utils.class_weight import compute_class_weight
 
+from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import ConfigError, DataError, FinetuneModule
 from headstart.losses import FocalLoss, build_loss, resolve_class_weights
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from torch import nn
 
+from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import CheckpointError, FinetuneModule
 from headstart.train.checkpoint import atomic_write_text, match_state_dict, read_state_dict, save_weights
 
@@ -125,13 +125,13 @@ def test_read_errors(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         read_state_dict(tmp_path / "bad.safetensors")
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(CheckpointError, match="directory without model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"directory without model\.safetensors"):
         read_state_dict(tmp_path / "empty_dir")
 
 
 # ----- match_state_dict ---------------------------------------------------------------------------
 def test_match_strips_source_prefix_and_adds_target_prefix() -> None:
-    w, b, v = torch.randn(4, 3), torch.randn(4), torch.randn(2, 4)
+    w, b = torch.randn(4, 3), torch.randn(4)
     source = {"seq_encoder.x.weight": w, "seq_encoder.x.bias": b, "seq_encoder.y.weight": torch.randn(5, 4),
               "head.fc.weight": torch.randn(2, 4)}
     target = {"module.x.weight": torch.zeros(4, 3), "module.x.bias": torch.zeros(4),
@@ -148,7 +148,6 @@ def test_match_strips_source_prefix_and_adds_target_prefix() -> None:
     assert "2 matched, 1 missing, 1 unexpected, 1 shape-mismatched" in text
     assert "'seq_encoder.' (checkpoint) -> 'module.' (model)" in text
     assert "module.y.weight ckpt[5, 4] vs model[2, 4]" in text
-    del v
 
 
 @pytest.mark.parametrize(("src", "tgt"), [("model.", ""), ("", "model.")])
@@ -165,9 +164,29 @@ def test_match_one_side_prefix(src: str, tgt: str) -> None:
 
 def test_match_identical_keys_need_no_prefix() -> None:
     state = _tensors()
-    report, mapped = match_state_dict({k: torch.zeros_like(v) for k, v in state.items()}, state)
+    report, _ = match_state_dict({k: torch.zeros_like(v) for k, v in state.items()}, state)
     assert (report.source_prefix, report.target_prefix) == ("", "")
     assert sorted(report.matched) == sorted(state) and not report.missing and not report.unexpected
+
+
+def test_match_never_aligns_unrelated_leaf_names() -> None:
+    # Stripping a module path down to "weight" and re-prefixing it with another path must not count.
+    target = {"module.stem.weight": torch.zeros(8), "module.norm.weight": torch.zeros(8),
+              "module.norm.bias": torch.zeros(8)}
+    source = {"unrelated_model.final_gate.weight": torch.ones(8)}
+    report, mapped = match_state_dict(target, source)
+    assert report.matched == [] and mapped == {}
+    assert report.unexpected == ["unrelated_model.final_gate.weight"]
+
+
+@pytest.mark.parametrize("src", ["", "model."])
+def test_match_single_module_behind_a_wrapper(src: str) -> None:
+    # A checkpoint of a bare GRU (keys are leaf names) still loads into TorchBackbone(GRU): "module." + leaf.
+    gru = nn.GRU(3, 4)
+    source = {src + k: v for k, v in gru.state_dict().items()}
+    target = {"module." + k: torch.zeros_like(v) for k, v in gru.state_dict().items()}
+    report, _ = match_state_dict(target, source)
+    assert sorted(report.matched) == sorted(target) and not report.missing and not report.unexpected
 
 
 # ----- FinetuneModule.load_pretrained_encoder -----------------------------------------------------
@@ -236,7 +255,7 @@ def test_load_pretrained_encoder_shape_mismatch(tmp_path, capsys) -> None:
         wide.load_pretrained_encoder(tmp_path / "a.safetensors")
     msg = str(err.value)
     assert "align by name but every shape differs" in msg
-    assert "module.stem.weight ckpt[8, 6] vs model[12, 6]" in msg
+    assert "module.blocks.0.0.weight ckpt[8, 8] vs model[12, 12]" in msg
 
 
 def test_load_pretrained_encoder_nothing_matches(tmp_path) -> None:

@@ -41,7 +41,8 @@ def make_sequences(n: int, seed: int) -> list[tuple[dict[str, torch.Tensor], int
 
 def collate(items: list[tuple[dict[str, torch.Tensor], int]]) -> tuple[PaddedBatch, torch.Tensor]:
     lengths = torch.tensor([len(x["mcc"]) for x, _ in items])
-    payload = {k: pad_sequence([x[k] for x, _ in items], batch_first=True, padding_value=0) for k in ("mcc", "amount")}
+    payload = {k: pad_sequence([x[k] for x, _ in items], batch_first=True, padding_value=0)
+               for k in ("mcc", "amount")}
     return PaddedBatch(payload, lengths), torch.tensor([y for _, y in items])
 
 
