@@ -116,3 +116,38 @@ def test_gradient_accumulation_counts_optimizer_steps() -> None:
     trainer.fit(model, train, val)
     assert trainer.global_step == 6
     assert model.schedule is not None and model.schedule.total_steps == 6
+
+
+class EpochLR(pl.Callback):
+    def __init__(self) -> None:
+        self.first_lr: dict[int, list[float]] = {}
+        self.val_loss: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.first_lr[trainer.current_epoch] = [g["lr"] for g in trainer.optimizers[0].param_groups]
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.val_loss.append(float(trainer.callback_metrics["val_loss"]))
+
+
+def test_plateau_in_a_real_run_follows_the_validation_history() -> None:
+    train, val = tiny_loaders(n_train=64, batch_size=16)
+    model = FinetuneModule(TinyEncoder(), 2, lr=0.5, scheduler_type="plateau", plateau_factor=0.5,
+                           plateau_patience=0, plateau_monitor="val_loss", encoder_lr_ratio=0.1)
+    rec = EpochLR()
+    quiet_trainer(6, [rec]).fit(model, train, val)
+    scale, best, bad = 1.0, None, 0
+    for epoch in range(6):
+        for info, got in zip(model.group_infos, rec.first_lr[epoch], strict=True):
+            base = 0.5 if info.is_head else 0.05
+            assert got == pytest.approx(base * scale, rel=1e-12), (epoch, info.name)
+        value = rec.val_loss[epoch]  # the validation at the end of this epoch sets the next epoch's scale
+        if best is None or value < best - 1e-4:
+            best, bad = value, 0
+        else:
+            bad += 1
+            if bad > 0:
+                scale, bad = scale * 0.5, 0
+    assert min(rec.first_lr[5]) < min(rec.first_lr[0]) or scale == 1.0
+    assert any(rec.first_lr[e] != rec.first_lr[0] for e in range(6)), "no plateau reduction happened"
