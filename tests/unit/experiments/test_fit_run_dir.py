@@ -114,3 +114,19 @@ def test_trainable_params_reported_for_probe(tmp_path, tiny_hf_dir) -> None:
     summary = run_fit(load_config(None, raw=raw), verbose=False).summary
     assert summary["trainable_params"] == 16 * 2 + 2
     assert summary["total_params"] > 100 * summary["trainable_params"]
+
+
+def test_top_k_checkpoints_and_early_stopping(tmp_path, tiny_hf_dir) -> None:
+    raw = tiny_run_config(tmp_path, tiny_hf_dir, trainer={"epochs": 3, "save_top_k": 2, "monitor": "val_loss",
+                                                          "monitor_mode": "min",
+                                                          "early_stopping": {"monitor": "val_acc", "mode": "max",
+                                                                             "patience": 5}})
+    result = run_fit(load_config(None, raw=raw), verbose=False)
+    kept = sorted((result.run_dir / "checkpoints" / "top").glob("*.safetensors"))
+    assert len(kept) == 2
+    assert all(p.with_suffix(".json").exists() for p in kept)
+    values = [json.loads(p.with_suffix(".json").read_text())["value"] for p in kept]
+    history = [float(r["val_loss"]) for r in csv.DictReader((result.run_dir / "metrics.csv").open())]
+    assert sorted(values) == pytest.approx(sorted(history)[:2])
+    best = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(history))
