@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = {
     "sst2_full": ("benchmarks/configs/sst2_full.yaml", {"acc": 0.87}),
+    "sst2_full_lr1e4": ("benchmarks/configs/sst2_full_lr1e4.yaml", {"acc": 0.87}),
     "sst2_linear_probe": ("benchmarks/configs/sst2_linear_probe.yaml", {"acc": 0.78}),
     "online_shopping_cat": ("benchmarks/configs/online_shopping_cat.yaml", {}),
 }
@@ -58,6 +59,8 @@ def main() -> int:
             "peak_rss_mb": summary["peak_rss_mb"], "targets": targets,
             "passed": all(summary["test"].get(k, 0) >= v for k, v in targets.items()),
         }
+        latest = json.loads(out_json.read_text()) if out_json.exists() else {}
+        done = {**latest, **{k: v for k, v in done.items() if k not in latest}, name: done[name]}
         out_json.write_text(json.dumps(done, indent=2))
         print(name, json.dumps(done[name]["test"]))
     write_markdown(done)

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.config import RunConfig, config_to_yaml
 from headstart.data import load_text_splits
-from headstart.errors import CheckpointError
+from headstart.errors import CheckpointError, ConfigError
 from headstart.experiments.build import (
     EpochSeed,
     build_model,
@@ -52,6 +52,13 @@ class FitResult:
 
 def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, verbose: bool = True) -> FitResult:
     t0 = time.perf_counter()
+    if cfg.backbone.type != "hf":
+        raise ConfigError(
+            f"backbone.type '{cfg.backbone.type}' cannot be used with task '{cfg.task}' from a config yet: text "
+            f"classification tokenizes its input, so it needs backbone.type 'hf'. Fine-tune torch and ptls "
+            f"encoders through the Python API (headstart.create_finetune_model + pl.Trainer); `headstart inspect` "
+            f"already shows their layer map."
+        )
     run = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     threads = configure_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)

@@ -434,3 +434,12 @@ def test_evaluate_with_an_edited_run_config(finished_run, tmp_path, capsys) -> N
     (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     _fails(capsys, ["evaluate", run, "--data", write_text_csv(tmp_path / "holdout.csv", 6)],
            "config.yaml", "unknown key 'head.hiden_dims'", "Did you mean 'hidden_dims'?")
+
+
+def test_torch_backbone_with_text_task_is_explained(tmp_path, tiny_hf_dir, capsys) -> None:
+    raw = tiny_run_config(tmp_path, tiny_hf_dir, backbone={"type": "torch", "module": "torch.nn:GRU"})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["fit", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "backbone.type 'torch'" in err and "create_finetune_model" in err
