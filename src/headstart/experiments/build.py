@@ -44,8 +44,10 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
 
 
 def configure_threads(threads: int | None) -> int:
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count())
-    torch.set_num_threads(max(1, int(n or 1)))
+    """Intra-op threads: the configured count, else the cores this process may use (not the host's)."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()
 
 
