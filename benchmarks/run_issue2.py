@@ -31,7 +31,11 @@ RUNS = {
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON only")
     args = parser.parse_args()
+    if args.report_only:
+        write_markdown(json.loads((RESULTS / "issue2_text.json").read_text()))
+        return 0
     if not (ROOT.parent / "shared" / "data" / "sst2").exists():
         print("../shared/data is absent: nothing to benchmark")
         return 0
@@ -92,7 +96,25 @@ def write_markdown(done: dict) -> None:
             f"{t['f1']:.4f} | {auc} | {target} ({verdict}) | {r['wall_s']} | "
             f"{r['trainable_params']:,} / {r['total_params']:,} | {r['peak_rss_mb']} |"
         )
+    lines += ["", NOTES]
     (RESULTS / "issue2_text.md").write_text("\n".join(lines) + "\n")
+
+
+NOTES = """## Notes
+
+- Splits: SST-2 trains on a seeded (seed 42) stratified 8,000-row subset of `train.tsv`, selects the best
+  epoch on `dev.tsv` (6,735 rows) and reports on `test.tsv` (872 rows = GLUE dev). online_shopping_10_cats
+  ships no split: a stratified 5 % test and 5 % val split (seed 42) are carved from the 62,774 rows, then a
+  stratified 3,000-row training subset; the task is the 10-way product category (`cat`).
+- Wall times include model loading, tokenization, per-epoch validation on the dev set and the final
+  val/test evaluation and reload check. They were measured on the 2-core CI machine while other jobs
+  (test suites) were running on it, so they are upper bounds.
+- `sst2_full` (encoder LR 5e-5, layer decay 0.9) reached 0.8693 test accuracy: 758 of 872, one sentence
+  short of the 0.87 target. The same run with encoder LR 1e-4 is `sst2_full_lr1e4`; both rows are kept.
+- The Chinese category task runs end to end (CJK text, string labels, carved splits, 10 classes); the
+  English MiniLM tokenizes most Chinese characters but was never trained on Chinese, so the numbers are
+  low by design: the point is correct handling (chance is 0.10 accuracy).
+"""
 
 
 if __name__ == "__main__":
