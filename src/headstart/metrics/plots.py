@@ -145,6 +145,16 @@ def _font_families(texts: Sequence[str]) -> list[str] | None:
     return [*font_manager.FontProperties().get_family(), covering]
 
 
+def _unrenderable(texts: Sequence[str]) -> bool:
+    """True when some chars of ``texts`` have no glyph in any installed font (they would draw as boxes)."""
+    extra = frozenset(c for text in texts for c in text if ord(c) > 127 and not c.isspace())
+    if not extra:
+        return False
+    default = font_manager.findfont(font_manager.FontProperties(), fallback_to_default=True)
+    missing = frozenset(c for c in extra if ord(c) not in _charmap(default))
+    return bool(missing) and _font_covering(missing) is None
+
+
 def _shorten(name: str, limit: int = 28) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -315,6 +325,10 @@ def plot_confusion(
                 color="white" if dark else ("black" if c > 0 else "0.6"),
             )  # fmt: skip
 
+    title_note = ""
+    if _unrenderable(short):  # rows of boxes help nobody: number the classes as in labels.json instead
+        short = [f"#{i}" for i in range(n)]
+        title_note = "\n(classes numbered as in labels.json: no font has their glyphs)"
     families = _font_families(short)
     font_kw: dict[str, Any] = {"fontsize": tick_size}
     if families is not None:
@@ -326,6 +340,6 @@ def plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     total = int(counts.sum()) if integral else float(counts.sum())
-    ax.set_title(f"confusion matrix (n={total})")
+    ax.set_title(f"confusion matrix (n={total}){title_note}", fontsize=8 if title_note else None)
     with _quiet_glyphs():
         _save_atomic(fig, path)

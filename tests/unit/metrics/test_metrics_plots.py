@@ -211,3 +211,11 @@ def test_plot_confusion_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="non-negative"):
         plot_confusion(np.array([[1, -1], [0, 1]]), ["a", "b"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_names_without_any_font_fall_back_to_class_numbers(monkeypatch) -> None:
+    from headstart.metrics import plots
+
+    monkeypatch.setattr(plots, "_font_covering", lambda chars: None)
+    assert plots._unrenderable(["书籍", "平板"])
+    assert not plots._unrenderable(["neg", "pos"])
