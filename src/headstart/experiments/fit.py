@@ -96,15 +96,17 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
                "blocks": model.block_names, "backbone": model.backbone.describe()}
     best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
                        sidecar)
+    metrics_csv = MetricsCSV(run / "metrics.csv")
     callbacks: list[pl.Callback] = [
-        EpochSeed(cfg.trainer.seed), MetricsCSV(run / "metrics.csv"), best,
+        EpochSeed(cfg.trainer.seed), metrics_csv, best,
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=0, save_last=True),
     ]
     es = cfg.trainer.early_stopping
     if es is not None:
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
+    trainer_kwargs = build_trainer_kwargs(cfg)
     trainer = pl.Trainer(
-        **build_trainer_kwargs(cfg), callbacks=callbacks, default_root_dir=str(run),
+        **trainer_kwargs, callbacks=callbacks, default_root_dir=str(run),
         logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
     )
     ckpt = str(run / "checkpoints" / "last.ckpt") if resume else None
@@ -130,8 +132,7 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
         cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
 
     roundtrip = verify_roundtrip(run, model, loaders["val"])
-    history = MetricsCSV(run / "metrics.csv").rows
-    plot_curves(history, run / "plots" / "curves.png")
+    plot_curves(metrics_csv.rows, run / "plots" / "curves.png")
     cm_split = "test" if "test" in cms else "val"
     plot_confusion(cms[cm_split], class_names, run / "plots" / "confusion.png")
     trainable, total = model.param_count()
@@ -155,7 +156,7 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
         "n_val": len(splits.val),
         "n_test": 0 if splits.test is None else len(splits.test),
         "classes": label_map.classes,
-        "precision": build_trainer_kwargs(cfg)["precision"],
+        "precision": trainer_kwargs["precision"],
         "threads": threads,
         "roundtrip_max_abs_diff": roundtrip,
         "resumed": resume,

@@ -297,32 +297,23 @@ class FinetuneModule(pl.LightningModule):
             print(report.format())
         return report
 
-    @torch.inference_mode()
     def get_embeddings(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone features ``[N, D]`` (eval mode) and labels ``[N]`` (None when batches have none)."""
-        was_training = self.training
-        self.eval()
-        feats, labels = [], []
-        try:
-            for batch in dataloader:
-                inputs, y = split_batch(batch)
-                feats.append(self.backbone(_to_device(inputs, self.device)).float().cpu())
-                if y is not None:
-                    labels.append(y.cpu())
-        finally:
-            self.train(was_training)
-        return torch.cat(feats), (torch.cat(labels) if labels else None)
+        return self._infer(dataloader, self.backbone)
 
-    @torch.inference_mode()
     def predict_logits(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``[N, C]`` in eval mode, and labels when the batches carry them."""
+        return self._infer(dataloader, self)
+
+    @torch.inference_mode()
+    def _infer(self, dataloader: Iterable[Any], fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         was_training = self.training
         self.eval()
         out, labels = [], []
         try:
             for batch in dataloader:
                 inputs, y = split_batch(batch)
-                out.append(self(_to_device(inputs, self.device)).float().cpu())
+                out.append(fn(_to_device(inputs, self.device)).float().cpu())
                 if y is not None:
                     labels.append(y.cpu())
         finally:
