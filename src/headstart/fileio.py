@@ -5,11 +5,15 @@ A crash or a full disk never leaves half a checkpoint, label map or metrics file
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_target", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "write_json"]
 
 
 def _current_umask() -> int:
@@ -21,24 +25,32 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_target(path: str | Path) -> tuple[int, str]:
-    """A temp file beside ``path`` with the permissions a plain ``open`` would give (mkstemp uses 0600)."""
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """Yield a temp path beside ``path`` for a writer to fill; on success it replaces ``path``.
+
+    The temp file gets the permissions a plain ``open`` would give (mkstemp alone uses 0600); on any
+    failure it is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)
-    return fd, tmp
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = atomic_target(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str, ensure_ascii=False))

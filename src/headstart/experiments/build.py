@@ -124,8 +124,8 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochSeed(pl.Callback):
-    """Reseed every RNG from ``seed + epoch`` at each epoch start: dropout draws no longer depend on
-    the process history, so a resumed run continues exactly like an uninterrupted one."""
+    """Reseed every RNG from the seed and the epoch at each epoch's first batch: dropout draws no longer
+    depend on the process history, so a resumed run continues exactly like an uninterrupted one."""
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)

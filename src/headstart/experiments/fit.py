@@ -33,10 +33,10 @@ from headstart.experiments.build import (
 )
 from headstart.experiments.inspect import format_inspect
 from headstart.experiments.rundir import peak_rss_mb, prepare_run_dir
-from headstart.fileio import atomic_write_text
+from headstart.fileio import atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
-from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV, write_json
+from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
 from headstart.train.checkpoint import read_state_dict
 
 __all__ = ["FitResult", "run_fit"]

@@ -8,15 +8,12 @@ half-written plot.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +21,7 @@ from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from headstart.errors import DataError
+from headstart.fileio import atomic_path
 
 __all__ = ["plot_confusion", "plot_curves"]
 
@@ -79,18 +77,8 @@ def _quiet_glyphs() -> Iterator[None]:
 
 def _save_atomic(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Save ``fig`` as PNG at ``path``: parent dirs created, temp file in the same dir, then os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def _as_float(value: Any, key: str, row: int) -> float:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from headstart.fileio import atomic_target, atomic_write_text
+from headstart.fileio import atomic_path, atomic_write_text
 from headstart.train.checkpoint import save_weights
 
 __all__ = ["AtomicCheckpointIO", "BestWeights", "MetricsCSV", "metric_value"]
@@ -32,15 +32,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoints written to a temp file and renamed: a crash never corrupts last.ckpt."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        fd, tmp = atomic_target(path)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 class MetricsCSV(pl.Callback):
@@ -81,12 +74,11 @@ class MetricsCSV(pl.Callback):
         keys: list[str] = []
         for row in self.rows:
             keys += [k for k in row if k not in keys]
-        fd, tmp = atomic_target(self.path)
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
 
 def _num(value: str) -> Any:
@@ -151,8 +143,3 @@ class BestWeights(pl.Callback):
         self.best_epoch = state.get("best_epoch")
         self.best_value = state.get("best_value")
 
-
-def write_json(path: str | Path, payload: Any) -> None:
-    import json
-
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str, ensure_ascii=False))

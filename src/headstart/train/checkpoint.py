@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
-from headstart.fileio import atomic_target, atomic_write_text
+from headstart.fileio import atomic_path, atomic_write_text
 
 __all__ = [
     "KeyReport",
@@ -46,14 +45,8 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict
         # offsets): store a copy under each name after the first.
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.setdefault(ptr, key)
-    fd, tmp = atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "producer": "headstart"})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     if sidecar is not None:
         atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
 

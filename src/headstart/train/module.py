@@ -101,9 +101,9 @@ class FinetuneModule(pl.LightningModule):
         self.block_names = [name for name, _ in self._blocks]
         n = len(self._blocks)
         self.static_frozen = self.strategy.static_frozen(n, self.block_names)
-        self.strategy.trainable(0, n, self.block_names)  # validates ranges now, not mid-run
         for i in self.static_frozen:
             self._blocks[i][1].requires_grad_(False)
+        # Computing epoch 0's set also validates block ranges now, not mid-run.
         self.trainable_blocks: frozenset[int] = frozenset(self.strategy.trainable(0, n, self.block_names))
         self._apply_requires_grad()
         self.optim_args = dict(
