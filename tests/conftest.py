@@ -18,6 +18,18 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never write the user's feature cache (~/.cache/headstart)."""
+    old = os.environ.get("HEADSTART_CACHE_DIR")
+    os.environ["HEADSTART_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature_cache"))
+    yield
+    if old is None:
+        os.environ.pop("HEADSTART_CACHE_DIR", None)
+    else:
+        os.environ["HEADSTART_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 16-wide BERT with the packaged MiniLM tokenizer, saved as a local HF model dir."""

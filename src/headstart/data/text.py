@@ -30,6 +30,7 @@ __all__ = [
     "TextSplits",
     "load_text_frame",
     "load_text_splits",
+    "tokenizer_settings",
 ]
 
 _TOKENIZE_CHUNK = 1024
@@ -190,6 +191,18 @@ class TextClassificationDataset(Dataset):
                 )
             self.labels = frame["label"].to_numpy(dtype=np.int64).tolist()
         self.lengths = np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+        self.preprocessing = tokenizer_settings(tokenizer, int(max_length), pairs is not None)
+
+    def fingerprint(self) -> str:
+        """Hash of exactly what the encoder sees (token ids and types): the data part of a cache key."""
+        from headstart.cache.key import array_digest
+
+        flat = np.fromiter((t for ids in self.input_ids for t in ids), dtype=np.int64, count=int(self.lengths.sum()))
+        types = None
+        if self.token_type_ids is not None:
+            types = np.fromiter((t for ids in self.token_type_ids for t in ids), dtype=np.int64,
+                                count=int(self.lengths.sum()))
+        return array_digest(self.lengths, flat, types)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -201,6 +214,24 @@ class TextClassificationDataset(Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[index]
         return item
+
+
+def tokenizer_settings(tokenizer: Any, max_length: int, pairs: bool) -> dict[str, Any]:
+    """What decides the token ids besides the text: recorded in feature-cache keys."""
+    from headstart.cache.key import array_digest
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        spec = backend.to_str()
+    else:  # slow tokenizers: the vocabulary and the class say most of it
+        spec = repr(sorted(tokenizer.get_vocab().items())) if hasattr(tokenizer, "get_vocab") else repr(tokenizer)
+    return {
+        "tokenizer": type(tokenizer).__name__,
+        "tokenizer_digest": array_digest(np.frombuffer(spec.encode(), dtype=np.uint8)),
+        "max_length": int(max_length),
+        "truncation": True,
+        "pairs": bool(pairs),
+    }
 
 
 class TextCollator:

@@ -18,11 +18,14 @@ from headstart.train.module import FinetuneModule
 
 __all__ = [
     "EpochSeed",
+    "build_cached_loaders",
     "build_model",
     "build_strategy",
     "build_text_loaders",
     "build_trainer_kwargs",
     "configure_threads",
+    "make_loader",
+    "resolve_device",
     "resolve_precision",
     "seed_everything",
 ]
@@ -88,22 +91,67 @@ def build_model(
 
 
 def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -> dict[str, DataLoader]:
-    """Tokenize each split once; dynamic padding per batch; a seeded shuffle for training."""
-    from headstart.data import EpochShuffleSampler, TextClassificationDataset, TextCollator
+    """Tokenize each split once; dynamic padding per batch; seeded length-grouped training batches."""
+    from headstart.data import TextClassificationDataset, TextCollator
 
     collate = TextCollator(pad_token_id=tokenizer.pad_token_id or 0)
-    loaders: dict[str, DataLoader] = {}
-    for split, frame in frames.items():
-        if frame is None:
-            continue
-        dataset = TextClassificationDataset(frame, tokenizer, cfg.data.max_length)
-        train = split == "train"
-        sampler = EpochShuffleSampler(len(dataset), cfg.trainer.seed) if train else None
-        loaders[split] = DataLoader(
-            dataset, batch_size=cfg.data.batch_size if train else cfg.data.eval_batch_size, sampler=sampler,
-            collate_fn=collate, num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
+    return {
+        split: make_loader(cfg, TextClassificationDataset(frame, tokenizer, cfg.data.max_length), collate,
+                           train=split == "train")
+        for split, frame in frames.items() if frame is not None
+    }
+
+
+def make_loader(cfg: RunConfig, dataset: Any, collate: Any, train: bool) -> DataLoader:
+    """Training: a seeded shuffle (length-grouped when the dataset has lengths and data.group_by_length);
+    evaluation: longest first, so eval batches carry little padding (``restore_order`` undoes it).
+
+    Raw and cached datasets of the same split get the same batches, which keeps cached runs exact.
+    """
+    from headstart.data import EpochShuffleSampler, LengthGroupedBatchSampler, LengthSortedSampler
+
+    d = cfg.data
+    lengths = getattr(dataset, "lengths", None)
+    common = dict(collate_fn=collate, num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
+    if not train:
+        sampler = LengthSortedSampler(lengths) if lengths is not None else None
+        return DataLoader(dataset, batch_size=d.eval_batch_size, sampler=sampler, **common)
+    if d.group_by_length and lengths is not None:
+        batches = LengthGroupedBatchSampler(lengths, d.batch_size, seed=cfg.trainer.seed)
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    sampler = EpochShuffleSampler(len(dataset), cfg.trainer.seed)
+    return DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, **common)
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """Where the trainer will run (the feature cache is computed there too)."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_cached_loaders(
+    cfg: RunConfig, model: FinetuneModule, loaders: dict[str, DataLoader], plan: Any, precision: str
+) -> tuple[dict[str, DataLoader], dict[str, Any]]:
+    """Loaders over cache entries of every split (looked up by content key, built when missing)."""
+    from headstart.cache import CachedCollator, CachedFeatureDataset, FeatureCache, cached_features
+
+    cache = FeatureCache(cfg.cache.dir)
+    device = resolve_device(cfg.trainer.accelerator)
+    out: dict[str, DataLoader] = {}
+    entries: dict[str, Any] = {}
+    for split, loader in loaders.items():
+        raw = loader.dataset
+        entry, facts = cached_features(
+            cache, model.backbone, raw, loader.collate_fn, plan, batch_size=cfg.data.eval_batch_size,
+            precision=precision, dtype=cfg.cache.dtype, device=device,
         )
-    return loaders
+        entries[split] = facts
+        dataset = CachedFeatureDataset(entry, raw.labels, raw.lengths)
+        out[split] = make_loader(cfg, dataset, CachedCollator(plan), train=split == "train")
+    info = {"used": True, "plan": plan.describe(), "cut": plan.cut, "kind": plan.kind, "dir": str(cache.root),
+            "dtype": cfg.cache.dtype, "entries": entries}
+    return out, info
 
 
 def build_trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -116,6 +164,8 @@ def build_trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
     )
     if t.limit_train_batches is not None:
         kwargs["limit_train_batches"] = t.limit_train_batches
+    if t.val_check_interval is not None:
+        kwargs["val_check_interval"] = t.val_check_interval
     return kwargs
 
 

@@ -20,11 +20,13 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
 from headstart.data import load_text_splits
 from headstart.errors import CheckpointError, ConfigError
 from headstart.experiments.build import (
     EpochSeed,
+    build_cached_loaders,
     build_model,
     build_text_loaders,
     build_trainer_kwargs,
@@ -39,7 +41,7 @@ from headstart.metrics.plots import plot_confusion, plot_curves
 from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
 from headstart.train.checkpoint import read_state_dict
 
-__all__ = ["FitResult", "run_fit"]
+__all__ = ["FitResult", "format_cache_info", "run_fit"]
 
 log = logging.getLogger("headstart")
 
@@ -50,7 +52,15 @@ class FitResult:
     summary: dict[str, Any]
 
 
-def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, verbose: bool = True) -> FitResult:
+def run_fit(
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    verbose: bool = True,
+    callbacks: list[pl.Callback] | None = None,
+) -> FitResult:
+    """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes)."""
     t0 = time.perf_counter()
     if cfg.backbone.type != "hf":
         raise ConfigError(
@@ -81,11 +91,22 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
     tokenizer = model.backbone.load_tokenizer()
     loaders = build_text_loaders(cfg, {"train": splits.train, "val": splits.val, "test": splits.test}, tokenizer)
     steps_per_epoch = max(1, -(-len(loaders["train"]) // cfg.optim.accumulate))
+    trainer_kwargs = build_trainer_kwargs(cfg)
+
+    # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
+    fit_loaders, cache_info = loaders, {"used": False, "reason": "turned off (--no-cache / cache.enabled: false)"}
+    if cfg.cache.enabled:
+        plan, why = plan_cache(model, cfg.trainer.epochs)
+        if plan is None:
+            cache_info["reason"] = why
+        else:
+            fit_loaders, cache_info = build_cached_loaders(cfg, model, loaders, plan, trainer_kwargs["precision"])
     if verbose:
         print(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
         print(f"\nData: train={len(splits.train)} val={len(splits.val)} "
               f"test={0 if splits.test is None else len(splits.test)} rows, {label_map.n_classes} classes; "
               f"torch threads={threads}; run dir {run}")
+        print(format_cache_info(cache_info))
 
     if not resume:
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
@@ -97,20 +118,22 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
     best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
                        sidecar)
     metrics_csv = MetricsCSV(run / "metrics.csv")
-    callbacks: list[pl.Callback] = [
+    all_callbacks: list[pl.Callback] = [
         EpochSeed(cfg.trainer.seed), metrics_csv, best,
         ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=0, save_last=True),
+        *(callbacks or []),
     ]
     es = cfg.trainer.early_stopping
     if es is not None:
-        callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
-    trainer_kwargs = build_trainer_kwargs(cfg)
+        all_callbacks.append(
+            EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta)
+        )
     trainer = pl.Trainer(
-        **trainer_kwargs, callbacks=callbacks, default_root_dir=str(run),
+        **trainer_kwargs, callbacks=all_callbacks, default_root_dir=str(run),
         logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
     )
     ckpt = str(run / "checkpoints" / "last.ckpt") if resume else None
-    trainer.fit(model, loaders["train"], loaders["val"], ckpt_path=ckpt)
+    trainer.fit(model, fit_loaders["train"], fit_loaders["val"], ckpt_path=ckpt)
     train_time = time.perf_counter() - t0
 
     # Evaluate the best epoch's weights on val and test.
@@ -124,9 +147,9 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
     results: dict[str, dict[str, float]] = {}
     cms: dict[str, np.ndarray] = {}
     for split in ("val", "test"):
-        if split not in loaders:
+        if split not in fit_loaders:
             continue
-        logits, labels = model.predict_logits(loaders[split])
+        logits, labels = model.predict_logits(fit_loaders[split])
         proba = torch.softmax(logits, dim=-1).numpy()
         results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
         cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
@@ -160,6 +183,7 @@ def run_fit(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, ve
         "threads": threads,
         "roundtrip_max_abs_diff": roundtrip,
         "resumed": resume,
+        "cache": cache_info,
     }
     write_json(run / "summary.json", summary)
     if verbose:
@@ -187,3 +211,17 @@ def verify_roundtrip(run: Path, model: torch.nn.Module, loader: Any) -> float:
             f"probe batch. This is a bug in saving; please report it with the config."
         )
     return diff
+
+
+def format_cache_info(info: dict[str, Any]) -> str:
+    """One paragraph for the console: what was cached, hit or built, how big, where."""
+    if not info.get("used"):
+        return f"Feature cache: not used ({info.get('reason', 'off')})."
+    parts = []
+    for split, e in info["entries"].items():
+        state = "reused" if e["hit"] else f"built in {e['seconds']:.1f} s"
+        parts.append(f"{split} {state} ({e['rows']} rows, {format_bytes(e['bytes'])})")
+    total = sum(e["bytes"] for e in info["entries"].values())
+    return (f"Feature cache: {info['plan']}; " + "; ".join(parts) + f". {format_bytes(total)} in {info['dir']} "
+            f"(`headstart cache ls|clear`; --no-cache turns it off).")
+

@@ -13,7 +13,7 @@ The training path reads top to bottom:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,17 @@ class FinetuneModule(pl.LightningModule):
 
     # ----- forward ------------------------------------------------------------------------------
     def forward(self, inputs: Any) -> torch.Tensor:
-        return self.head(self.backbone(inputs))
+        return self.head(self.features(inputs))
+
+    def features(self, inputs: Any) -> torch.Tensor:
+        """Backbone features of raw inputs, or of feature-cache batches (only the trainable rest runs)."""
+        if isinstance(inputs, dict):
+            if "cached_features" in inputs:
+                return inputs["cached_features"]
+            if "cached_hidden" in inputs:
+                state = {"hidden": inputs["cached_hidden"], "attention_mask": inputs["attention_mask"]}
+                return self.backbone.forward_suffix(state, int(inputs["cache_cut"]))
+        return self.backbone(inputs)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.criterion is None:
@@ -299,14 +309,19 @@ class FinetuneModule(pl.LightningModule):
 
     def get_embeddings(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Backbone features ``[N, D]`` (eval mode) and labels ``[N]`` (None when batches have none)."""
-        return self._infer(dataloader, self.backbone)
+        return self._infer(dataloader, self.features)
 
     def predict_logits(self, dataloader: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``[N, C]`` in eval mode, and labels when the batches carry them."""
         return self._infer(dataloader, self)
 
     @torch.inference_mode()
-    def _infer(self, dataloader: Iterable[Any], fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _infer(
+        self, dataloader: Iterable[Any], fn: Callable[[Any], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs in dataset order (eval loaders may batch longest-first; that order is undone)."""
+        from headstart.data.samplers import restore_order
+
         was_training = self.training
         self.eval()
         out, labels = [], []
@@ -318,7 +333,9 @@ class FinetuneModule(pl.LightningModule):
                     labels.append(y.cpu())
         finally:
             self.train(was_training)
-        return torch.cat(out), (torch.cat(labels) if labels else None)
+        sampler = getattr(dataloader, "sampler", None)
+        values = restore_order(torch.cat(out), sampler)
+        return values, (restore_order(torch.cat(labels), sampler) if labels else None)
 
     def weights_state(self) -> dict[str, torch.Tensor]:
         """Everything needed to rebuild the model's outputs (backbone incl. adapters, head, buffers)."""
