@@ -92,12 +92,19 @@ def prefix_components(
         "architecture": _short_digest(arch),
         "backbone_type": arch.get("type"),
         "weights": module_digest(module for _, module in blocks[:k]),
+        "adapters": _adapter_scalings(module for _, module in blocks[:k]),
         "preprocessing": preprocessing,
         "data": data_fingerprint,
         "precision": precision,
         "dtype": dtype,
         "torch": torch.__version__.split("+")[0],
     }
+
+
+def _adapter_scalings(modules: Iterable[nn.Module]) -> list[Any]:
+    """LoRA scaling (alpha / r) is not a tensor, so the weight hash alone would miss it."""
+    return [[i, name, m.scaling] for i, module in enumerate(modules)
+            for name, m in module.named_modules() if isinstance(getattr(m, "scaling", None), dict)]
 
 
 def cache_key(components: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The ``headstart`` command line: fit, inspect, evaluate, predict, embed.
+"""The ``headstart`` command line: fit, inspect, evaluate, predict, embed, cache.
 
 Every user error surfaces as one paragraph on stderr (exit code 2), never a stack trace; set
 ``HEADSTART_DEBUG=1`` to see the trace anyway.
@@ -83,12 +83,17 @@ def fit(
     sets: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set data.batch_size=16")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last.ckpt.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen blocks every epoch "
+                                                              "(cache.enabled=false).")] = False,
 ) -> None:
     """Fine-tune a model as CONFIG describes and write a run directory."""
     from headstart.config import load_config
     from headstart.experiments.fit import run_fit
 
-    cfg = load_config(config, _overrides(pretrain, strategy, lr, epochs, warmup_epochs, seed, output_dir, sets))
+    overrides = _overrides(pretrain, strategy, lr, epochs, warmup_epochs, seed, output_dir, sets)
+    if no_cache:
+        overrides.append((["cache", "enabled"], False))
+    cfg = load_config(config, overrides)
     result = run_fit(cfg, overwrite=overwrite, resume=resume)
     typer.echo(f"\nRun written to {result.run_dir}")
 
@@ -153,15 +158,61 @@ def embed(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     data: Annotated[Path, typer.Option(help="File with the run's text column(s).")],
     output: Annotated[Path, typer.Option(help="Embeddings Parquet file.")] = Path("embeddings.parquet"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the feature cache.")] = False,
 ) -> None:
-    """Backbone embeddings of every row (Parquet, one list column ``embedding``)."""
+    """Backbone embeddings of every row (Parquet, one list column ``embedding``).
+
+    They go through the feature cache: embedding the same file with the same weights again (or
+    after a linear probe on it) reads them from disk.
+    """
     from headstart.experiments.inference import embed_file
 
-    frame = embed_file(run_dir, data)
+    frame = embed_file(run_dir, data, use_cache=not no_cache)
     output.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(output, index=False)
     dim = len(frame["embedding"].iloc[0]) if len(frame) else 0
     typer.echo(f"{len(frame)} embeddings of size {dim} written to {output}")
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The feature cache of frozen encoder outputs.")
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[str | None, typer.Option("--dir", help="Cache directory (default: $HEADSTART_CACHE_DIR or "
+                                                           "~/.cache/headstart/features).")]
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDir = None) -> None:
+    """List cache entries: key, kind, cut, rows, dtype, size, created, last used."""
+    from headstart.cache import FeatureCache, format_bytes
+
+    cache = FeatureCache(cache_dir)
+    rows = list(cache.entries())
+    if not rows:
+        typer.echo(f"No feature cache entries in {cache.root}.")
+        return
+    header = f"{'key':<24}  {'kind':<6}  {'cut':>5}  {'rows':>8}  {'dtype':<7}  {'size':>9}  {'created':<19}  last used"
+    typer.echo(header)
+    for e in rows:
+        cut = f"{e['cut']}/{e['n_blocks']}"
+        typer.echo(f"{e['key']:<24}  {e['kind']:<6}  {cut:>5}  {e['rows']:>8}  {e['dtype']:<7}  "
+                   f"{format_bytes(e['bytes']):>9}  {e['created']:<19}  {e['last_used']}")
+    total = sum(e["bytes"] for e in rows)
+    typer.echo(f"{len(rows)} entries, {format_bytes(total)} in {cache.root}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    keys: Annotated[list[str] | None, typer.Argument(help="Entries to delete (default: all).")] = None,
+    older_than: Annotated[float | None, typer.Option("--older-than", help="Only entries unused for this many "
+                                                                          "days.")] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Delete cache entries (all, the KEYS given, or those unused for --older-than days)."""
+    from headstart.cache import FeatureCache, format_bytes
+
+    cache = FeatureCache(cache_dir)
+    removed, freed = cache.clear(keys or None, older_than)
+    typer.echo(f"Removed {removed} entries ({format_bytes(freed)}) from {cache.root}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from headstart.cache import CachePlan, FeatureCache, cached_features
 from headstart.config import RunConfig, load_config
 from headstart.data import LabelMap, TextClassificationDataset, TextCollator, load_text_frame
-from headstart.experiments.build import build_model
+from headstart.experiments.build import build_model, make_loader
 from headstart.experiments.rundir import require_run_dir
 from headstart.metrics import classification_metrics
 from headstart.train.checkpoint import match_state_dict, read_state_dict
@@ -52,10 +53,10 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
     return LoadedRun(run, cfg, model, label_map, model.backbone.load_tokenizer())
 
 
-def _loader(loaded: LoadedRun, frame: pd.DataFrame, batch_size: int | None = None) -> DataLoader:
+def _loader(loaded: LoadedRun, frame: pd.DataFrame) -> DataLoader:
     dataset = TextClassificationDataset(frame, loaded.tokenizer, loaded.cfg.data.max_length)
-    return DataLoader(dataset, batch_size=batch_size or loaded.cfg.data.eval_batch_size, shuffle=False,
-                      collate_fn=TextCollator(loaded.tokenizer.pad_token_id or 0))
+    collate = TextCollator(loaded.tokenizer.pad_token_id or 0)
+    return make_loader(loaded.cfg, dataset, collate, train=False)
 
 
 def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.DataFrame:
@@ -89,13 +90,28 @@ def predict_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
     return out
 
 
-def embed_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
-    """One ``embedding`` list column (backbone features, eval mode) per input row."""
+def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) -> pd.DataFrame:
+    """One ``embedding`` list column (backbone features, eval mode) per input row.
+
+    With ``use_cache`` the features are the feature cache's pooled entry for these weights and these
+    rows: read when present (e.g. left by a linear probe on the same file), written otherwise.
+    """
     loaded = load_run(run_dir)
     frame = _frame(loaded, data, require_labels=False)
-    feats, _ = loaded.model.get_embeddings(_progress(_loader(loaded, frame), "embed"))
+    loader = _loader(loaded, frame)
+    if use_cache and loaded.cfg.cache.enabled:
+        model = loaded.model
+        n = len(model.block_names)
+        entry, _ = cached_features(
+            FeatureCache(loaded.cfg.cache.dir), model.backbone, loader.dataset, loader.collate_fn,
+            CachePlan(n, n, tuple(model.block_names)), batch_size=loaded.cfg.data.eval_batch_size,
+            dtype=loaded.cfg.cache.dtype,
+        )
+        feats = np.asarray(entry.values, dtype=np.float32)
+    else:
+        feats = loaded.model.get_embeddings(_progress(loader, "embed"))[0].numpy()
     out = pd.DataFrame({"row": frame["row"].to_numpy()})
-    out["embedding"] = list(feats.numpy().astype(np.float32))
+    out["embedding"] = list(feats.astype(np.float32))
     if "label" in frame:
         out["label"] = loaded.label_map.decode(frame["label"].to_numpy())
     return out
