@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import resource
 import shutil
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 from headstart.errors import RunDirError
 
-__all__ = ["RUN_FILES", "peak_rss_mb", "prepare_run_dir", "require_run_dir"]
+__all__ = ["RUN_FILES", "peak_rss_mb", "prepare_run_dir", "require_run_dir", "trim_heap"]
 
 RUN_FILES = ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints", "plots", "tb")
 
@@ -80,3 +82,11 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def trim_heap() -> None:
+    """Return freed malloc memory to the OS (glibc keeps freed heap pages mapped); a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):  # musl or another libc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
