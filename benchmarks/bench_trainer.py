@@ -108,7 +108,8 @@ except ImportError:  # imported as benchmarks.bench_trainer
 CONFIG = "benchmarks/configs/issue3_trainer_sst2.yaml"
 SCRIPT = "benchmarks/bench_trainer.py"
 SIDES = ("hs", "hf_default", "hf_best")
-TASKS = ("throughput", "time_to_target")
+TASKS = ("throughput", "epoch_throughput", "time_to_target")
+THROUGHPUT = ("throughput", "epoch_throughput")  # the same measurement, another window
 SIDE_LABELS = {
     "hs": "headstart (run_fit, length-grouped dynamic padding)",
     "hf_default": "HF Trainer, defaults (pad to max_length, random sampler)",
@@ -117,11 +118,14 @@ SIDE_LABELS = {
 # Task settings: full run and --quick smoke run. warmup_fraction: LR warmup as a fraction of one epoch.
 FULL: dict[str, dict[str, Any]] = {
     "throughput": {"train_subset": 8000, "untimed_steps": 5, "timed_steps": 40, "warmup_fraction": 0.1},
+    # the whole second epoch of 1,920 rows: every side trains on exactly the same rows in the window
+    "epoch_throughput": {"train_subset": 1920, "untimed_steps": 60, "timed_steps": 60, "warmup_fraction": 0.1},
     "time_to_target": {"train_subset": 8000, "eval_every": 50, "target": 0.85, "epochs": 2, "max_steps": None,
                        "warmup_fraction": 0.1},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "throughput": {"train_subset": 512, "untimed_steps": 2, "timed_steps": 6, "warmup_fraction": 0.1},
+    "epoch_throughput": {"train_subset": 256, "untimed_steps": 8, "timed_steps": 8, "warmup_fraction": 0.1},
     "time_to_target": {"train_subset": 512, "eval_every": 8, "target": 0.6, "epochs": 2, "max_steps": 40,
                        "warmup_fraction": 0.1},
 }
@@ -162,7 +166,7 @@ def run(
             overrides = task_overrides(task, s, threads)
             spec_path = Path(tmp) / f"spec_{task}.json"
             spec = write_spec(spec_path, config, overrides)
-            n_rounds = repeats if task == "throughput" else ttt_repeats
+            n_rounds = repeats if task in THROUGHPUT else ttt_repeats
             per_side: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
             commands: dict[str, list[str]] = {side: [] for side in sides}
             for r in range(n_rounds):
@@ -191,6 +195,8 @@ def task_overrides(task: str, s: dict[str, Any], threads: int) -> list[str]:
     out = [f"data.train_subset={s['train_subset']}", f"optim.warmup_steps={warmup}", f"trainer.threads={threads}"]
     if task == "throughput":
         out += ["trainer.epochs=1", f"trainer.limit_train_batches={s['untimed_steps'] + s['timed_steps'] + 1}"]
+    elif task == "epoch_throughput":
+        out += ["trainer.epochs=2"]
     else:
         out += [f"trainer.epochs={s['epochs']}", f"trainer.val_check_interval={s['eval_every']}"]
     return out
@@ -205,7 +211,7 @@ def worker_command(side: str, task: str, s: dict[str, Any], config: str, overrid
         cmd += ["--config", config, *[a for o in overrides for a in ("--set", o)]]
     else:
         cmd += ["--spec", str(spec_path)]
-    if task == "throughput":
+    if task in THROUGHPUT:
         cmd += ["--untimed-steps", str(s["untimed_steps"]), "--timed-steps", str(s["timed_steps"])]
     else:
         cmd += ["--target", str(s["target"])]
@@ -271,7 +277,7 @@ def summarise(task: str, s: dict[str, Any], overrides: Sequence[str], per_side: 
     }
     prints = {r.get("rows_fingerprint") for runs in ok.values() for r in runs}
     out["same_rows_on_every_side"] = len(prints) == 1 and None not in prints
-    if task == "throughput":
+    if task in THROUGHPUT:
         keys = ("samples_per_s", "padded_tokens_per_sample", "real_tokens_per_sample", "peak_rss_mb",
                 "peak_rss_train_mb", "setup_s", "step_ms_median")
         med = {side: {k: median([r.get(k) for r in runs]) for k in keys} | {"n": len(runs)}
@@ -345,7 +351,7 @@ def _one_line(task: str, out: dict[str, Any]) -> str:
     if "error" in out:
         return f"ERROR {out['error']}: {out.get('stderr_tail', '')[-400:]}"
     rss = f"peak RSS {out.get('peak_rss_mb')} MB"
-    if task == "throughput":
+    if task in THROUGHPUT:
         return (f"{out['samples_per_s']:.2f} samples/s, {out['padded_tokens_per_sample']:.1f} padded tokens/sample, "
                 f"{rss}, worker {out['worker_wall_s']} s")
     if out.get("reached"):
@@ -370,6 +376,7 @@ class StepClock:
     def __init__(self, untimed: int, timed: int) -> None:
         self.untimed, self.timed = untimed, timed
         self.starts: list[float] = []
+        self.ends: list[float] = []
         self.padded: list[int] = []  # B * L per batch
         self.real: list[int] = []  # non-pad tokens per batch
         self.sizes: list[int] = []
@@ -379,7 +386,11 @@ class StepClock:
         """At the start of every step; the peak RSS is read when the timed span ends (before any
         evaluation, which only one side would run here)."""
         self.starts.append(time.perf_counter())
-        if len(self.starts) == self.untimed + self.timed + 1:
+
+    def step_end(self) -> None:
+        """After every optimizer step; the window ends with the last timed step's end."""
+        self.ends.append(time.perf_counter())
+        if len(self.ends) == self.untimed + self.timed:
             self.rss_train = peak_rss_mb()
 
     def record_batch(self, input_ids: Any, attention_mask: Any) -> None:
@@ -389,10 +400,10 @@ class StepClock:
 
     def result(self, batch_size: int) -> dict[str, Any]:
         w, t = self.untimed, self.timed
-        if len(self.starts) < w + t + 1:
-            raise RuntimeError(f"only {len(self.starts)} steps started, need {w + t + 1}")
-        elapsed = self.starts[w + t] - self.starts[w]
-        steps = [b - a for a, b in zip(self.starts[w: w + t], self.starts[w + 1: w + t + 1], strict=True)]
+        if len(self.starts) < w + t or len(self.ends) < w + t:
+            raise RuntimeError(f"only {len(self.ends)} steps ran, need {w + t}")
+        elapsed = self.ends[w + t - 1] - self.starts[w]
+        steps = [b - a for a, b in zip(self.starts[w: w + t], self.ends[w: w + t], strict=True)]
         timed = slice(w, w + t)
         n = sum(self.sizes[timed])
         return {
@@ -495,7 +506,7 @@ def hs_worker(task: str, args: argparse.Namespace, t_start: float) -> dict[str, 
         info["rows_fingerprint"] = rows_fingerprint(zip(ds.input_ids, ds.labels, strict=True))
         info["n_train"] = len(ds)
 
-    if task == "throughput":
+    if task in THROUGHPUT:
         clock = StepClock(args.untimed_steps, args.timed_steps)
 
         class Clock(pl.Callback):
@@ -506,6 +517,10 @@ def hs_worker(task: str, args: argparse.Namespace, t_start: float) -> dict[str, 
                                      batch_idx: int) -> None:
                 clock.step_begin()
                 clock.record_batch(batch["input_ids"], batch["attention_mask"])
+
+            def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                   batch: Any, batch_idx: int) -> None:
+                clock.step_end()
 
         fit = run_fit(cfg, overwrite=True, verbose=False, callbacks=[Clock()])
         out = clock.result(cfg.data.batch_size)
@@ -623,7 +638,7 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
                 self.batches.append((batch["input_ids"], batch["attention_mask"]))
             return batch
 
-    record = [task == "throughput"]
+    record = [task in THROUGHPUT]
     recorder = Recorder()
 
     def on_begin(optimizer: Any) -> None:
@@ -631,7 +646,7 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
         info["threads_at_start"] = torch.get_num_threads()
 
     callbacks: list[Any] = []
-    if task == "throughput":
+    if task in THROUGHPUT:
         clock = StepClock(args.untimed_steps, args.timed_steps)
 
         class Clock(TrainerCallback):
@@ -640,6 +655,9 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
 
             def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
                 clock.step_begin()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                clock.step_end()
 
         callbacks.append(Clock())
     else:
@@ -676,7 +694,7 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
                       processing_class=tokenizer, data_collator=recorder,
                       compute_metrics=accuracy if task == "time_to_target" else None, callbacks=callbacks)
     trainer.train()
-    if task == "throughput":
+    if task in THROUGHPUT:
         for ids, mask in recorder.batches:
             clock.record_batch(ids, mask)
         out = clock.result(d["batch_size"])
@@ -700,26 +718,8 @@ def to_markdown(result: dict[str, Any]) -> str:
              f"{m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} with {result['threads']} threads, "
              f"transformers {m['transformers']}, pytorch_lightning {m['pytorch_lightning']}; fp32. "
              f"Trainer default optimizer: {result.get('trainer_default_optimizer')}.", ""]
-    tp = result["tasks"].get("throughput")
-    if tp:
-        st = tp["settings"]
-        lines += [f"Throughput: {st['n_train']} training rows, batch {st['batch_size']}, max_length "
-                  f"{st['max_length']}, {st['untimed_steps']} untimed + {st['timed_steps']} timed steps, medians "
-                  f"of {max(v['n'] for v in tp['median'].values())} alternating rounds; same rows on every "
-                  f"side: {tp['same_rows_on_every_side']}.", "",
-                  "| side | samples/s | hs / side | padded tokens/sample | real tokens/sample | step ms | "
-                  "peak RSS MB (train / process) |", "|---|---|---|---|---|---|---|"]
-        hs = tp["median"].get("hs", {})
-        for side, v in tp["median"].items():
-            r = ratio(hs.get("samples_per_s"), v["samples_per_s"]) if side != "hs" else None
-            lines.append(f"| {SIDE_LABELS[side]} | {fmt(v['samples_per_s'])} | {fmt(r, 2, 'x')} | "
-                         f"{fmt(v['padded_tokens_per_sample'], 1)} | {fmt(v['real_tokens_per_sample'], 1)} | "
-                         f"{fmt(v['step_ms_median'], 0)} | {fmt(v['peak_rss_train_mb'], 0)} / "
-                         f"{fmt(v['peak_rss_mb'], 0)} |")
-        lines += ["", "| target | value | met |", "|---|---|---|"]
-        for name, tv in tp["targets"].items():
-            lines.append(f"| {name} | {fmt(tv['value'], 2, 'x')} | {tv['met']} |")
-        lines.append("")
+    for task in THROUGHPUT:
+        lines += _throughput_markdown(task, result["tasks"].get(task))
     tt = result["tasks"].get("time_to_target")
     if tt:
         st = tt["settings"]
@@ -738,6 +738,32 @@ def to_markdown(result: dict[str, Any]) -> str:
                          f"{fmt(v['peak_rss_mb'], 0)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _throughput_markdown(task: str, tp: dict[str, Any] | None) -> list[str]:
+    if not tp:
+        return []
+    window = ("the whole second epoch, so every side trains on the same rows" if task == "epoch_throughput"
+              else "a window early in the first epoch, each side's own batches")
+    st = tp["settings"]
+    lines = [f"Throughput ({task}: {window}): {st['n_train']} training rows, batch {st['batch_size']}, max_length "
+             f"{st['max_length']}, {st['untimed_steps']} untimed + {st['timed_steps']} timed steps, medians "
+             f"of {max(v['n'] for v in tp['median'].values())} alternating rounds; same rows on every "
+             f"side: {tp['same_rows_on_every_side']}.", "",
+             "| side | samples/s | hs / side | padded tokens/sample | real tokens/sample | step ms | "
+             "peak RSS MB (train / process) |", "|---|---|---|---|---|---|---|"]
+    hs = tp["median"].get("hs", {})
+    for side, v in tp["median"].items():
+        r = ratio(hs.get("samples_per_s"), v["samples_per_s"]) if side != "hs" else None
+        lines.append(f"| {SIDE_LABELS[side]} | {fmt(v['samples_per_s'])} | {fmt(r, 2, 'x')} | "
+                     f"{fmt(v['padded_tokens_per_sample'], 1)} | {fmt(v['real_tokens_per_sample'], 1)} | "
+                     f"{fmt(v['step_ms_median'], 0)} | {fmt(v['peak_rss_train_mb'], 0)} / "
+                     f"{fmt(v['peak_rss_mb'], 0)} |")
+    lines += ["", "| target | value | met |", "|---|---|---|"]
+    for name, tv in tp["targets"].items():
+        lines.append(f"| {name} | {fmt(tv['value'], 2, 'x')} | {tv['met']} |")
+    lines.append("")
+    return lines
 
 
 def _parser() -> argparse.ArgumentParser:
