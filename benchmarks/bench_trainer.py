@@ -66,44 +66,25 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-try:
-    from _common import (
-        DEFAULT_THREADS,
-        RESULTS,
-        ROOT,
-        RUNS,
-        command_line,
-        data_available,
-        emit,
-        fmt,
-        machine_info,
-        median,
-        peak_rss_mb,
-        ratio,
-        run_worker,
-        set_threads,
-        skip_message,
-        write_json,
-    )
-except ImportError:  # imported as benchmarks.bench_trainer
-    from benchmarks._common import (
-        DEFAULT_THREADS,
-        RESULTS,
-        ROOT,
-        RUNS,
-        command_line,
-        data_available,
-        emit,
-        fmt,
-        machine_info,
-        median,
-        peak_rss_mb,
-        ratio,
-        run_worker,
-        set_threads,
-        skip_message,
-        write_json,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # as a script or as benchmarks.bench_trainer
+from _common import (
+    DEFAULT_THREADS,
+    RESULTS,
+    ROOT,
+    RUNS,
+    command_line,
+    data_available,
+    emit,
+    fmt,
+    machine_info,
+    median,
+    peak_rss_mb,
+    ratio,
+    run_worker,
+    set_threads,
+    skip_message,
+    write_json,
+)
 
 CONFIG = "benchmarks/configs/issue3_trainer_sst2.yaml"
 SCRIPT = "benchmarks/bench_trainer.py"
