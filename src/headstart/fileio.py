@@ -36,9 +36,9 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # after the writer: some (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -227,6 +227,16 @@ class CachedFeatureDataset(Dataset):
             item["labels"] = self.labels[index]
         return item
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch's rows (the DataLoader calls this once per batch): pooled rows come from one fancy-indexed
+        read of the memory map instead of one memmap view per row, which dominated a cached probe's step."""
+        if self.entry.offsets is not None:
+            return [self[int(i)] for i in indices]
+        rows = np.asarray(self.entry.values[np.asarray(indices, dtype=np.int64)])
+        labels = self.labels
+        return [{"features": r} if labels is None else {"features": r, "labels": labels[int(i)]}
+                for r, i in zip(rows, indices, strict=True)]
+
 
 class CachedCollator:
     """Stacks pooled rows, or right-pads token rows and rebuilds their attention mask."""

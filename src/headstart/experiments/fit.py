@@ -40,7 +40,7 @@ from headstart.fileio import atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
 from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
-from headstart.train.checkpoint import read_state_dict
+from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, save_weights
 
 __all__ = ["FitResult", "format_cache_info", "run_fit"]
 
@@ -112,6 +112,15 @@ def run_fit(
     if not resume:
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
+
+    # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch.
+    frozen_names = model.static_weight_names()
+    if frozen_names:
+        frozen_path = run / "checkpoints" / FROZEN_WEIGHTS
+        if not (resume and frozen_path.exists()):
+            state = model.weights_state()
+            save_weights({k: state[k] for k in frozen_names}, frozen_path)
+        model.frozen_weights_file = frozen_path
 
     # Train.
     sidecar = {"strategy": model.strategy.describe(), "classes": label_map.classes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,18 @@ class BestWeights(pl.Callback):
                 if not is_best:
                     return
         state = pl_module.weights_state() if hasattr(pl_module, "weights_state") else pl_module.state_dict()
+        frozen: Path | None = getattr(pl_module, "frozen_weights_file", None)
+        if frozen is not None:  # stored once for the run; each file links to it
+            for name in pl_module.static_weight_names():
+                state.pop(name, None)
+
+        def links(path: Path) -> list[str]:
+            return [] if frozen is None else [os.path.relpath(frozen, path.parent)]
+
         meta = dict(self.sidecar, epoch=epoch, monitor=self.monitor, value=value, global_step=trainer.global_step)
         if self.top_k > 1:
             path = self.dir / "top" / f"epoch={epoch:03d}-{self.monitor}={value:.4f}.safetensors"
-            save_weights(state, path, meta)
+            save_weights(state, path, meta, links(path))
             self.kept.append((value, epoch, str(path)))
             if worst is not None:
                 self.kept.remove(worst)
@@ -133,7 +142,8 @@ class BestWeights(pl.Callback):
                 Path(worst[2]).with_suffix(".json").unlink(missing_ok=True)
         if is_best:
             self.best_value, self.best_epoch = value, epoch
-            save_weights(state, self.dir / "best.safetensors", meta)
+            best = self.dir / "best.safetensors"
+            save_weights(state, best, meta, links(best))
 
     def state_dict(self) -> dict[str, Any]:
         return {"kept": self.kept, "best_epoch": self.best_epoch, "best_value": self.best_value}

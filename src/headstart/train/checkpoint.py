@@ -3,6 +3,9 @@
 * Writes are atomic (temp file in the same directory + ``os.replace``): a crash never leaves a
   half-written checkpoint where a good one was.
 * Reads never execute pickled code: safetensors, or ``torch.load(weights_only=True)`` (DESIGN rule 7).
+* Weights that no step of a run can change (static-frozen blocks, LoRA base weights) are written once per
+  run to ``frozen.safetensors``; best / top-k / last checkpoints hold only the rest and name that file in
+  their metadata, and ``read_state_dict`` merges it back, so every reader sees whole state dicts.
 * Loading an encoder from another model's checkpoint aligns key prefixes (``model.``,
   ``seq_encoder.``, ``backbone.`` ...) automatically and reports matched / missing / unexpected /
   shape-mismatched keys, so a silent partial load cannot happen.
@@ -23,16 +26,30 @@ from headstart.errors import CheckpointError
 from headstart.fileio import atomic_path, atomic_write_text
 
 __all__ = [
+    "FROZEN_WEIGHTS",
     "KeyReport",
     "load_encoder_weights",
     "match_state_dict",
+    "read_linked",
     "read_state_dict",
     "save_weights",
 ]
 
+FROZEN_WEIGHTS = "frozen.safetensors"
+_LINKS_KEY = "headstart_links"  # safetensors metadata: sibling files holding the rest of the state dict
 
-def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict[str, Any] | None = None) -> None:
-    """Atomically write a safetensors file (+ ``<name>.json`` sidecar with ``sidecar``)."""
+
+def save_weights(
+    state: dict[str, torch.Tensor],
+    path: str | Path,
+    sidecar: dict[str, Any] | None = None,
+    links: Iterable[str] = (),
+) -> None:
+    """Atomically write a safetensors file (+ ``<name>.json`` sidecar with ``sidecar``).
+
+    ``links`` names files beside ``path`` that hold the remaining tensors (``frozen.safetensors``);
+    ``read_state_dict`` merges them, so a checkpoint need not repeat weights the run never changes.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -45,8 +62,12 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, sidecar: dict
         # offsets): store a copy under each name after the first.
         tensors[key] = t.clone() if ptr in seen and t.numel() else t
         seen.setdefault(ptr, key)
+    metadata = {"format": "pt", "producer": "headstart"}
+    links = [str(name) for name in links]
+    if links:
+        metadata[_LINKS_KEY] = json.dumps(links)
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "producer": "headstart"})
+        save_file(tensors, tmp, metadata=metadata)
     if sidecar is not None:
         atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
 
@@ -65,15 +86,10 @@ def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, to
             f"point it at the weights file."
         )
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise CheckpointError(
-                f"{where} '{path}' is not a readable safetensors file ({' '.join(str(exc).split())}). The file is "
-                f"damaged or truncated (an interrupted copy?); copy it again, or point to another checkpoint."
-            ) from None
+        state, links = _read_safetensors(path, where)
+        for name in links:
+            state = read_linked(state, path.parent / name, where=f"{where} '{path}'")
+        return state
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -97,6 +113,32 @@ def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, to
             f"torch.save(model.state_dict(), path) or as safetensors."
         )
     return obj
+
+
+def _read_safetensors(path: Path, where: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            links = json.loads((fh.metadata() or {}).get(_LINKS_KEY, "[]"))
+            return {key: fh.get_tensor(key) for key in fh.keys()}, [str(n) for n in links]  # noqa: SIM118
+    except Exception as exc:
+        raise CheckpointError(
+            f"{where} '{path}' is not a readable safetensors file ({' '.join(str(exc).split())}). The file is "
+            f"damaged or truncated (an interrupted copy?); copy it again, or point to another checkpoint."
+        ) from None
+
+
+def read_linked(state: dict[str, torch.Tensor], linked: Path, where: str) -> dict[str, torch.Tensor]:
+    """``state`` plus the tensors of ``linked`` (a run's ``frozen.safetensors``) that it lacks."""
+    if not linked.exists():
+        raise CheckpointError(
+            f"{where} stores only the weights its run could change; the frozen ones live in '{linked.name}' beside "
+            f"it, which is missing (looked for {linked.resolve()}). Copy the whole checkpoints/ folder of the run, "
+            f"not single files."
+        )
+    frozen, _ = _read_safetensors(linked, f"{where}: its frozen weights")
+    return {**frozen, **state}
 
 
 def _torch_load_reason(exc: Exception) -> str:

@@ -28,7 +28,7 @@ from headstart.losses import build_loss
 from headstart.metrics import classification_metrics
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
-from headstart.train.checkpoint import KeyReport, load_encoder_weights
+from headstart.train.checkpoint import KeyReport, load_encoder_weights, read_linked
 
 __all__ = ["FinetuneModule", "split_batch"]
 
@@ -130,6 +130,8 @@ class FinetuneModule(pl.LightningModule):
         self._train_logged = False
         self._test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.last_test_metrics: dict[str, float] = {}
+        # Set by run_fit: where this run keeps the weights no step changes (Lightning checkpoints skip them).
+        self.frozen_weights_file: Path | None = None
         self.train(True)  # pretrained models load in eval mode; set each block's mode by the strategy
 
     # ----- construction helpers ----------------------------------------------------------------
@@ -318,7 +320,12 @@ class FinetuneModule(pl.LightningModule):
 
     # ----- checkpoint state (exact resume) ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.frozen_weights_file is not None and "state_dict" in checkpoint:
+            state = checkpoint["state_dict"]
+            for name in self.static_weight_names():
+                state.pop(name, None)
         checkpoint["headstart"] = {
+            "frozen_weights": None if self.frozen_weights_file is None else str(self.frozen_weights_file),
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
             "trainable_blocks": sorted(self.trainable_blocks),
             "n_groups": len(self.group_infos),
@@ -327,6 +334,11 @@ class FinetuneModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("headstart") or {}
+        if state.get("frozen_weights") and "state_dict" in checkpoint:
+            # This run's file (run_fit sets it, so a moved run dir still resumes), else the recorded path.
+            linked = self.frozen_weights_file or Path(state["frozen_weights"])
+            checkpoint["state_dict"] = read_linked(checkpoint["state_dict"], linked,
+                                                   where="The Lightning checkpoint being resumed")
         self._pending_schedule_state = state.get("schedule")
         self._pending_train_sums = state.get("train_sums")
         if "trainable_blocks" in state:
@@ -375,6 +387,19 @@ class FinetuneModule(pl.LightningModule):
     def weights_state(self) -> dict[str, torch.Tensor]:
         """Everything needed to rebuild the model's outputs (backbone incl. adapters, head, buffers)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("criterion.")}
+
+    def static_weight_names(self) -> list[str]:
+        """State-dict names of the parameters no step of this run can change: static-frozen blocks and, under
+        LoRA, the base weights. A run stores them once instead of in every checkpoint."""
+        names: dict[int, list[str]] = {}
+        for name, p in self.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), []).append(name)
+        out: list[str] = []
+        for i, (_, block) in enumerate(self._blocks):
+            for name, p in block.named_parameters():
+                if i in self.static_frozen or (self.strategy.uses_lora and "lora_" not in name):
+                    out.extend(names.get(id(p), []))
+        return sorted(set(out))
 
     def param_count(self) -> tuple[int, int]:
         """(trainable at any point of the run, total)."""

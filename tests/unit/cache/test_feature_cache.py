@@ -192,6 +192,18 @@ def test_entry_holds_only_real_tokens_and_round_trips(tmp_path: Path, tiny_hf_di
     assert info["hit"]
 
 
+@pytest.mark.parametrize("cut", [2, 3])  # token rows, pooled rows (one fancy-indexed read per batch)
+def test_batch_fetch_equals_row_by_row(tmp_path: Path, tiny_hf_dir: Path, cut: int) -> None:
+    _cache, get, data, _plan = _entry(tmp_path, tiny_hf_dir, cut)
+    ds = CachedFeatureDataset(get()[0], data.labels)
+    assert ds.entry.kind == ("pooled" if cut == 3 else "tokens")
+    order = [2, 0, 1, 2]
+    batched, single = ds.__getitems__(order), [ds[i] for i in order]
+    assert [b["labels"] for b in batched] == [s["labels"] for s in single]
+    for b, s in zip(batched, single, strict=True):
+        np.testing.assert_array_equal(b["features"], s["features"])
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "manifest"])
 def test_corrupted_entry_is_detected_and_rebuilt(tmp_path: Path, tiny_hf_dir: Path, damage: str) -> None:
     _cache, get, _, _ = _entry(tmp_path, tiny_hf_dir)

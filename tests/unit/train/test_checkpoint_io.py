@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -36,6 +37,10 @@ def test_save_weights_atomic_with_sidecar(tmp_path) -> None:
     save_weights(_tensors(1), path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.json", "best.safetensors"]
     _assert_same(read_state_dict(path), _tensors(1))
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in (path, path.with_suffix(".json")):  # what a plain open() gives, not mkstemp's 0600
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask, written.name
 
 
 def test_save_weights_failure_keeps_the_old_file(tmp_path, monkeypatch) -> None:
