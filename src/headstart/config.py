@@ -40,6 +40,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(_Strict):
+    """Seeded train-time image augmentation (keyed on seed, epoch and row: identical after a resume)."""
+
+    shift: int = Field(0, ge=0)  # random translation by up to this many pixels (zero fill)
+    pad: int = Field(0, ge=0)  # random crop back to size after padding by this many pixels
+    hflip: float = Field(0.0, ge=0.0, le=1.0)  # probability of a horizontal flip (off: glyphs change meaning)
+
+
+class MixConfig(_Strict):
+    """Fine-tune on B mixed with a fraction of dataset A (same label space); metrics stay on B only."""
+
+    path: str
+    ratio: float = Field(0.2, gt=0.0, le=10.0)  # A rows added = ratio x B training rows (sampled, seeded)
+
+
 class DataConfig(_Strict):
     train: str
     val: str | None = None
@@ -57,10 +72,17 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     # Seeded length-grouped training batches (mega-batches of 50 sorted by length): far less padding.
     group_by_length: bool = True
+    # Images (task image_classification): idx(.gz) pairs, .npz, Parquet, or folders of class subfolders.
+    image_column: str = "image"  # Parquet: arrays or encoded image bytes
+    normalize: bool = True  # per-channel mean/std of the training split, written into mean/std below
+    mean: list[float] | None = None  # per channel, in [0, 1] pixel units; filled by fit when normalize
+    std: list[float] | None = None
+    augment: AugmentConfig | None = None
+    mix: MixConfig | None = None
 
 
 class BackboneConfig(_Strict):
-    type: Literal["hf", "torch", "ptls"] = "hf"
+    type: Literal["hf", "torch", "ptls", "resnet"] = "hf"
     name_or_path: str | None = None  # hf: local dir or hub id; empty = the packaged MiniLM
     pooling: Literal["mean", "cls", "max"] = "mean"
     module: str | None = None  # torch/ptls: "package.module:Factory"
@@ -69,6 +91,13 @@ class BackboneConfig(_Strict):
     out_dim: int | None = None
     blocks: list[str] | None = None  # explicit layer map (module paths), overrides auto-detection
     block_container: str | None = None
+    # resnet: a preset (resnet8 ... resnet34) or depths + widths per stage; in_channels from the data if unset
+    arch: str | None = None
+    depths: list[int] | None = None
+    widths: list[int] | None = None
+    in_channels: int | None = Field(None, ge=1)
+    se: bool = False
+    stem_stride: Literal[1, 2] = 1
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:
@@ -78,7 +107,9 @@ class BackboneConfig(_Strict):
 
 
 class HeadConfig(_Strict):
-    type: Literal["mlp"] = "mlp"
+    type: Literal["mlp", "cosface", "arcface"] = "mlp"
+    scale: float = Field(30.0, gt=0.0)  # cosface / arcface: logit scale s
+    margin: float | None = Field(None, ge=0.0)  # cosface / arcface: m (default 0.35 / 0.5 rad)
     hidden_dims: list[int] = Field(default_factory=list)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] = "gelu"
@@ -117,6 +148,7 @@ class OptimConfig(_Strict):
     lr: float = Field(5e-5, gt=0.0)
     encoder_lr: float | None = Field(None, gt=0.0)
     encoder_lr_ratio: float = Field(1.0, gt=0.0)
+    margin_lr: float | None = Field(None, gt=0.0)  # cosface / arcface class weights; default: lr
     layer_decay: float = Field(1.0, gt=0.0, le=1.0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -167,7 +199,8 @@ class CacheConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
-    task: Literal["text_classification"] = "text_classification"
+    # auto: image_classification for a resnet backbone, else text_classification
+    task: Literal["auto", "text_classification", "image_classification"] = "auto"
     output_dir: str = "runs/run"
     pretrain: str | None = None  # encoder weights loaded before fine-tuning (strict=False, key report)
     data: DataConfig
@@ -178,6 +211,23 @@ class RunConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    # Log val_fisher (Fisher ratio of the validation embeddings) each epoch; auto: on for images and margin heads.
+    embedding_metrics: bool | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _resolve_task(self) -> RunConfig:
+        if self.task == "auto":
+            image = self.backbone.type == "resnet"
+            object.__setattr__(self, "task", "image_classification" if image else "text_classification")
+        if self.task == "image_classification" and self.backbone.type in ("hf", "ptls"):
+            raise ValueError(f"task image_classification needs an image backbone (backbone.type: resnet, or torch "
+                             f"with your module), not '{self.backbone.type}'")
+        if self.task == "text_classification" and self.backbone.type == "resnet":
+            raise ValueError("backbone.type resnet encodes images: set task: image_classification (or auto)")
+        if self.embedding_metrics == "auto":
+            on = self.task == "image_classification" or self.head.type != "mlp"
+            object.__setattr__(self, "embedding_metrics", on)
+        return self
 
 
 def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:

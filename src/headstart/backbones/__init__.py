@@ -16,16 +16,23 @@ from headstart.backbones.base import (
 )
 from headstart.backbones.hf import DEFAULT_TEXT_MODEL, HFBackbone, default_text_model_path, pool_hidden
 from headstart.backbones.ptls import PtlsBackbone, is_ptls_encoder
+from headstart.backbones.resnet import RESNET_PRESETS, ResNetBackbone
+from headstart.backbones.siamese import FUSION_OPS, PairFusion, SiameseBackbone
 from headstart.backbones.torch_module import TorchBackbone, import_object
 from headstart.registry import Registry
 
 __all__ = [
     "BACKBONES",
     "DEFAULT_TEXT_MODEL",
+    "FUSION_OPS",
+    "RESNET_PRESETS",
     "Backbone",
     "BlockGroup",
     "HFBackbone",
+    "PairFusion",
     "PtlsBackbone",
+    "ResNetBackbone",
+    "SiameseBackbone",
     "TorchBackbone",
     "as_backbone",
     "build_backbone",
@@ -57,6 +64,18 @@ def _build_torch(cfg: Any) -> Backbone:
 def _build_ptls(cfg: Any) -> Backbone:
     built = TorchBackbone.from_import(cfg.module, cfg.kwargs, out_dim=cfg.out_dim)
     return PtlsBackbone(built.module, blocks=cfg.blocks)
+
+
+@BACKBONES.register("resnet")
+def _build_resnet(cfg: Any) -> Backbone:
+    from headstart.errors import ConfigError
+
+    common = dict(in_channels=cfg.in_channels or 1, se=cfg.se, stem_stride=cfg.stem_stride)
+    if cfg.depths or cfg.widths:
+        if cfg.arch:
+            raise ConfigError("backbone.arch and backbone.depths/widths both set: give a preset or the stages, not both.")
+        return ResNetBackbone(cfg.depths or [], cfg.widths or [], **common)
+    return ResNetBackbone.from_preset(cfg.arch or "resnet8", **common)
 
 
 def build_backbone(cfg: Any) -> Backbone:

@@ -59,6 +59,10 @@ class Backbone(nn.Module):
     def block_names(self) -> list[str]:
         return [name for name, _ in self.blocks()]
 
+    def load_tokenizer(self) -> object | None:
+        """The tokenizer that feeds this backbone (text encoders); None for images and tensors."""
+        return None
+
     def describe(self) -> dict[str, object]:
         """Facts recorded in checkpoints and the run summary."""
         return {"type": type(self).__name__, "out_dim": self.out_dim, "blocks": self.block_names()}

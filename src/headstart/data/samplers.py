@@ -33,16 +33,18 @@ class EpochShuffleSampler(Sampler[int]):
     ``DataLoader(shuffle=True, generator=g)`` does not: its generator restarts on resume).
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
+    def __init__(self, n: int, seed: int = 0, with_epoch: bool = False) -> None:
         self.n = int(n)
         self.seed = int(seed)
         self.epoch = 0
+        self.with_epoch = bool(with_epoch)  # yield (index, epoch): datasets that augment key their RNG on it
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch)).tolist())
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        order = torch.randperm(self.n, generator=_epoch_generator(self.seed, self.epoch)).tolist()
+        return iter([(i, self.epoch) for i in order]) if self.with_epoch else iter(order)
 
     def __len__(self) -> int:
         return self.n

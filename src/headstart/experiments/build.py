@@ -19,6 +19,7 @@ from headstart.train.module import FinetuneModule
 __all__ = [
     "EpochSeed",
     "build_cached_loaders",
+    "build_image_loaders",
     "build_model",
     "build_strategy",
     "build_text_loaders",
@@ -26,6 +27,7 @@ __all__ = [
     "configure_threads",
     "make_loader",
     "resolve_device",
+    "resolve_image_settings",
     "resolve_precision",
     "seed_everything",
 ]
@@ -80,6 +82,8 @@ def build_model(
     o, h, loss = cfg.optim, cfg.head, cfg.loss
     return FinetuneModule(
         backbone, n_classes, head_hidden_dims=h.hidden_dims, dropout=h.dropout, activation=h.activation,
+        head_type=h.type, margin_scale=h.scale, margin=h.margin, margin_lr=o.margin_lr,
+        embedding_metrics=bool(cfg.embedding_metrics),
         strategy=build_strategy(cfg), lr=o.lr, encoder_lr=o.encoder_lr, encoder_lr_ratio=o.encoder_lr_ratio,
         layer_decay=o.layer_decay, weight_decay=o.weight_decay, optimizer_type=o.optimizer, betas=o.betas,
         momentum=o.momentum, scheduler_type=o.scheduler, warmup_epochs=o.warmup_epochs,
@@ -100,6 +104,48 @@ def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -
                            train=split == "train")
         for split, frame in frames.items() if frame is not None
     }
+
+
+def resolve_image_settings(cfg: RunConfig, train: Any) -> None:
+    """Fill what the images decide into the config (so the saved config.yaml rebuilds the run exactly):
+    the backbone's input channels and the training split's per-channel mean / std."""
+    from headstart.data.images import ImageDataset
+    from headstart.errors import ConfigError
+
+    channels = int(train.x.shape[1])
+    if cfg.backbone.type == "resnet":
+        if cfg.backbone.in_channels is None:
+            cfg.backbone.in_channels = channels
+        elif cfg.backbone.in_channels != channels:
+            raise ConfigError(f"backbone.in_channels is {cfg.backbone.in_channels} but the images of data.train "
+                              f"have {channels} channel(s) (shape {tuple(train.x.shape[1:])}). Remove "
+                              f"backbone.in_channels (it is read from the data) or convert the images.")
+    if cfg.data.normalize and cfg.data.mean is None:
+        mean, std = ImageDataset.channel_stats(train.x)
+        cfg.data.mean, cfg.data.std = [round(v, 6) for v in mean], [round(v, 6) for v in std]
+
+
+def build_image_loaders(cfg: RunConfig, splits: dict[str, Any]) -> dict[str, DataLoader]:
+    """Image datasets per split (augmentation on train only, keyed on seed/epoch/row); default collation."""
+    from headstart.data import EpochShuffleSampler
+    from headstart.data.images import Augment, ImageDataset
+
+    d = cfg.data
+    mean, std = (d.mean, d.std) if d.normalize else (None, None)
+    augment = Augment(**d.augment.model_dump()) if d.augment is not None else None
+    common = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
+    out: dict[str, DataLoader] = {}
+    for split, arrays in splits.items():
+        if arrays is None:
+            continue
+        train = split == "train"
+        dataset = ImageDataset(arrays, mean, std, augment=augment if train else None, seed=cfg.trainer.seed)
+        if train:
+            sampler = EpochShuffleSampler(len(dataset), cfg.trainer.seed, with_epoch=dataset.augment is not None)
+            out[split] = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, **common)
+        else:
+            out[split] = DataLoader(dataset, batch_size=d.eval_batch_size, **common)
+    return out
 
 
 def make_loader(cfg: RunConfig, dataset: Any, collate: Any, train: bool) -> DataLoader:

@@ -24,14 +24,17 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
 from headstart.data import load_text_splits
+from headstart.data.image_splits import load_image_splits
 from headstart.errors import CheckpointError, ConfigError
 from headstart.experiments.build import (
     EpochSeed,
     build_cached_loaders,
+    build_image_loaders,
     build_model,
     build_text_loaders,
     build_trainer_kwargs,
     configure_threads,
+    resolve_image_settings,
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect
@@ -63,7 +66,8 @@ def run_fit(
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes)."""
     t0 = time.perf_counter()
-    if cfg.backbone.type != "hf":
+    image = cfg.task == "image_classification"
+    if not image and cfg.backbone.type != "hf":
         raise ConfigError(
             f"backbone.type '{cfg.backbone.type}' cannot be used with task '{cfg.task}' from a config yet: text "
             f"classification tokenizes its input, so it needs backbone.type 'hf'. Fine-tune torch and ptls "
@@ -76,27 +80,37 @@ def run_fit(
 
     # Data and label map (seeded splits: the same config always gives the same rows).
     d = cfg.data
-    splits = load_text_splits(
-        train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
-        text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format,
-    )
+    if image:
+        splits: Any = load_image_splits(d, cfg.trainer.seed)
+        resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
+        train_labels = splits.train.y
+    else:
+        splits = load_text_splits(
+            train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
+            text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+            train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format,
+        )
+        train_labels = splits.train["label"].to_numpy()
     label_map = splits.label_map
     class_names = [str(c) for c in label_map.classes]
-    train_labels = splits.train["label"].to_numpy()
 
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
     if cfg.pretrain:
         model.load_pretrained_encoder(cfg.pretrain, strict=False, verbose=verbose)
-    tokenizer = model.backbone.load_tokenizer()
-    loaders = build_text_loaders(cfg, {"train": splits.train, "val": splits.val, "test": splits.test}, tokenizer)
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    if image:
+        loaders = build_image_loaders(cfg, parts)
+    else:
+        loaders = build_text_loaders(cfg, parts, model.backbone.load_tokenizer())
     steps_per_epoch = max(1, -(-len(loaders["train"]) // cfg.optim.accumulate))
     trainer_kwargs = build_trainer_kwargs(cfg)
 
     # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
     fit_loaders, cache_info = loaders, {"used": False, "reason": "turned off (--no-cache / cache.enabled: false)"}
-    if cfg.cache.enabled:
+    if cfg.cache.enabled and image:
+        cache_info["reason"] = "image runs are not cached yet (augmentation draws new inputs every epoch)"
+    elif cfg.cache.enabled:
         plan, why = plan_cache(model, cfg.trainer.epochs)
         if plan is None:
             cache_info["reason"] = why
@@ -191,6 +205,7 @@ def run_fit(
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": 0 if splits.test is None else len(splits.test),
+        "n_train_mixed_in": getattr(splits, "mixed_rows", 0),  # rows of data.mix (dataset A) in train
         "classes": label_map.classes,
         "precision": trainer_kwargs["precision"],
         "threads": threads,

@@ -79,7 +79,20 @@ def require_run_dir(path: str | Path) -> Path:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process's own memory map.
+    ``ru_maxrss`` is not used there: the kernel carries the parent's RSS into it across fork + exec, so a
+    run launched from a big Python process (a sweep, a notebook, a benchmark driver) would report at least
+    the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 

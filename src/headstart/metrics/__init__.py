@@ -17,12 +17,14 @@ from headstart.metrics.classification import (
     recall_macro,
     roc_auc_binary,
 )
+from headstart.metrics.embedding import fisher_ratio
 
 __all__ = [
     "accuracy",
     "classification_metrics",
     "confusion_matrix",
     "f1_macro",
+    "fisher_ratio",
     "log_loss",
     "mcc",
     "precision_macro",

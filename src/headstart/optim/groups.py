@@ -51,9 +51,11 @@ def build_param_groups(
     units: list[tuple[str, int, bool, nn.Module]] = [
         (f"{i}:{name}", i, False, module) for i, (name, module) in enumerate(blocks)
     ]
-    units.append(("head", n_blocks, True, head))
+    # Named head parts (e.g. a margin head's class weights, optim.margin_lr) first: they keep their own
+    # parameters, and "head" gets the rest of the head (nothing, when the head is only those parts).
     for name, module in extra_head_modules or []:
         units.append((name, n_blocks, True, module))
+    units.append(("head", n_blocks, True, head))
     for gname, block, is_head, module in units:
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
@@ -62,6 +64,8 @@ def build_param_groups(
                 continue
             seen.add(id(p))
             (no_decay if is_no_decay(pname, p) else decay).append(p)
+        if not decay and not no_decay and gname == "head" and extra_head_modules:
+            continue
         if not decay and not no_decay:
             raise LayerMapError(
                 f"Parameter group '{gname}' would be empty: its module has no parameters of its own. "

@@ -4,7 +4,8 @@ For group ``g`` (block ``i_g`` of ``n`` encoder blocks, or the head) at optimize
 epoch ``e``::
 
     lr_g(t, e) = base_g * s(t) * p * m_g(e)
-    base_g     = lr                                               (head)
+    base_g     = lr                                               (head; a margin head's class weights:
+                                                                   optim.margin_lr when set)
                = encoder_lr * layer_decay ** (n - 1 - i_g)        (encoder block i_g; top block = encoder_lr)
     encoder_lr = optim.encoder_lr if set, else lr * encoder_lr_ratio
 
@@ -63,6 +64,7 @@ class LRSchedule:
     layer_decay: float = 1.0
     min_lr_ratio: float = 0.0
     plateau: PlateauState = field(default_factory=PlateauState)
+    margin_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -76,7 +78,8 @@ class LRSchedule:
     # ----- the formula -------------------------------------------------------------------------
     def base_lr(self, info: GroupInfo) -> float:
         if info.is_head:
-            return self.lr
+            is_margin = info.name.split("/")[0] == "margin"
+            return self.margin_lr if is_margin and self.margin_lr is not None else self.lr
         enc = self.encoder_lr if self.encoder_lr is not None else self.lr * self.encoder_lr_ratio
         return enc * self.layer_decay ** (self.n_blocks - 1 - info.block)
 

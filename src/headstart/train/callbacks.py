@@ -62,8 +62,12 @@ class MetricsCSV(pl.Callback):
                 row[key] = metric_value(trainer, key)
         if trainer.optimizers:
             groups = trainer.optimizers[0].param_groups
-            row["lr_head"] = max(g["lr"] for g in groups if g.get("is_head", False)) if any(
-                g.get("is_head") for g in groups) else groups[-1]["lr"]
+            margin = [g["lr"] for g in groups if str(g.get("name", "")).split("/")[0] == "margin"]
+            head = [g["lr"] for g in groups if g.get("is_head", False) and not str(g.get("name", "")).startswith(
+                "margin")]
+            row["lr_head"] = max(head) if head else (max(margin) if margin else groups[-1]["lr"])
+            if margin:  # a margin head's class weights (optim.margin_lr)
+                row["lr_margin"] = max(margin)
             enc = [g["lr"] for g in groups if not g.get("is_head", False)]
             row["lr_encoder_max"] = max(enc) if enc else 0.0
             row["trainable_blocks"] = len(getattr(pl_module, "trainable_blocks", ()))

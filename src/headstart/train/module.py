@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from headstart.backbones import Backbone, as_backbone, check_layer_map
-from headstart.heads import MLPHead
+from headstart.heads import MarginHead, MLPHead
 from headstart.losses import build_loss
-from headstart.metrics import classification_metrics
+from headstart.metrics import classification_metrics, fisher_ratio
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
 from headstart.train.checkpoint import KeyReport, load_encoder_weights, read_linked
@@ -58,6 +58,11 @@ class FinetuneModule(pl.LightningModule):
         head_hidden_dims: Sequence[int] = (),
         dropout: float = 0.1,
         activation: str = "gelu",
+        head_type: str = "mlp",
+        margin_scale: float = 30.0,
+        margin: float | None = None,
+        margin_lr: float | None = None,
+        embedding_metrics: bool = False,
         strategy: Strategy | str | None = None,
         freeze_encoder: bool = False,
         freeze_epochs: int = 0,
@@ -92,7 +97,15 @@ class FinetuneModule(pl.LightningModule):
         self.backbone: Backbone = as_backbone(encoder, out_dim=out_dim)
         self.n_classes = int(n_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
-        self.head = MLPHead(self.backbone.out_dim, head_hidden_dims, self.n_classes, dropout, activation)
+        if head_type == "mlp":
+            self.head: nn.Module = MLPHead(self.backbone.out_dim, head_hidden_dims, self.n_classes, dropout,
+                                           activation)
+        else:  # cosface / arcface (MarginHead validates the kind)
+            self.head = MarginHead(self.backbone.out_dim, self.n_classes, kind=head_type, scale=margin_scale,
+                                   margin=margin, hidden_dims=head_hidden_dims, dropout=dropout,
+                                   activation=activation)
+        # Validation embeddings -> Fisher ratio each epoch (val_fisher): costs N x D floats of memory.
+        self.embedding_metrics = bool(embedding_metrics)
         self.strategy = self._resolve_strategy(strategy, freeze_encoder, freeze_epochs, unfreeze_every, lora)
         if self.strategy.uses_lora:
             apply_lora(self.backbone, self.strategy.lora)
@@ -112,7 +125,7 @@ class FinetuneModule(pl.LightningModule):
             betas=tuple(betas), momentum=float(momentum), scheduler=scheduler_type or "none",
             warmup_epochs=float(warmup_epochs), warmup_steps=warmup_steps, min_lr_ratio=float(min_lr_ratio),
             plateau_factor=float(plateau_factor), plateau_patience=int(plateau_patience),
-            plateau_monitor=plateau_monitor,
+            plateau_monitor=plateau_monitor, margin_lr=margin_lr,
         )
         self.loss_args = dict(name=loss, class_weights=class_weights, label_smoothing=float(label_smoothing),
                               focal_gamma=float(focal_gamma))
@@ -123,6 +136,7 @@ class FinetuneModule(pl.LightningModule):
         self.group_infos: list[GroupInfo] = []
         self._pending_schedule_state: dict[str, Any] | None = None
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_embeddings: list[torch.Tensor] = []
         # Epoch sums of (loss * n, correct, n), kept on the device: one self.log call per epoch instead
         # of two per step (each costs ~2 ms of Lightning bookkeeping, more than a cached probe's step).
         self._train_sums: torch.Tensor | None = None
@@ -166,8 +180,12 @@ class FinetuneModule(pl.LightningModule):
         return self
 
     # ----- forward ------------------------------------------------------------------------------
-    def forward(self, inputs: Any) -> torch.Tensor:
-        return self.head(self.features(inputs))
+    def forward(self, inputs: Any, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``labels`` only matter to margin heads in training (the margin applies to the target)."""
+        features = self.features(inputs)
+        if labels is not None and getattr(self.head, "needs_labels", False):
+            return self.head(features, labels)
+        return self.head(features)
 
     def features(self, inputs: Any) -> torch.Tensor:
         """Backbone features of raw inputs, or of feature-cache batches (only the trainable rest runs)."""
@@ -199,7 +217,8 @@ class FinetuneModule(pl.LightningModule):
     def build_schedule(self, total_steps: int, steps_per_epoch: float) -> tuple[list[dict[str, Any]], LRSchedule]:
         """Param groups and schedule for a run of ``total_steps`` optimizer steps."""
         a = self.optim_args
-        groups, infos = build_param_groups(self._blocks, self.head, a["weight_decay"])
+        parts = [("margin", self.head.classifier)] if isinstance(self.head, MarginHead) else None
+        groups, infos = build_param_groups(self._blocks, self.head, a["weight_decay"], parts)
         warmup = a["warmup_steps"] if a["warmup_steps"] is not None else round(a["warmup_epochs"] * steps_per_epoch)
         schedule = LRSchedule(
             infos=infos, lr=a["lr"], n_blocks=len(self._blocks), total_steps=max(1, int(total_steps)),
@@ -207,6 +226,7 @@ class FinetuneModule(pl.LightningModule):
             encoder_lr_ratio=a["encoder_lr_ratio"], layer_decay=a["layer_decay"], min_lr_ratio=a["min_lr_ratio"],
             plateau=PlateauState(factor=a["plateau_factor"], patience=a["plateau_patience"],
                                  mode="min" if "loss" in a["plateau_monitor"] else "max"),
+            margin_lr=a["margin_lr"],
         )
         return groups, schedule
 
@@ -254,7 +274,7 @@ class FinetuneModule(pl.LightningModule):
         inputs, labels = split_batch(batch)
         if labels is None:
             raise ValueError("Training batches must carry labels ((x, y) pairs or a dict with 'labels').")
-        logits = self(inputs)
+        logits = self(inputs, labels)
         loss = self._loss(logits, labels)
         n = labels.numel()
         loss_d = loss.detach().float()
@@ -286,15 +306,21 @@ class FinetuneModule(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         inputs, labels = split_batch(batch)
-        logits = self(inputs)
+        features = self.features(inputs)
+        logits = self.head(features)
         if labels is not None:
             self._val_outputs.append((logits.detach().float(), labels.detach()))
+            if self.embedding_metrics:
+                self._val_embeddings.append(self.head.embed(features).detach().float().cpu())
 
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, []
+        embeddings, self._val_embeddings = self._val_embeddings, []
         if not outputs or self.trainer.sanity_checking:
             return
         metrics = self._metrics(outputs, "val_")
+        if embeddings:
+            metrics["val_fisher"] = fisher_ratio(torch.cat(embeddings), torch.cat([o[1] for o in outputs]))
         for key, value in metrics.items():
             self.log(key, value, prog_bar=key in ("val_acc", "val_loss"))
         if self.schedule is not None and self.schedule.on_validation(metrics.get(self.optim_args["plateau_monitor"])):
