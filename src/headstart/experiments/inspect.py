@@ -48,6 +48,8 @@ def format_inspect(module: FinetuneModule, epochs: int, steps_per_epoch: int) ->
             f"  {r['group']!s:<{width}}{r['params']:>12,}  {r['lr']:>10.3g}  {r['lr_step0']:>10.3g}  "
             f"{r['weight_decay']:>6.3g}  {r['trainable']}"
         )
+    if module.static_frozen or module.strategy.uses_lora:
+        lines.append("  (weights frozen for the whole run are not in the optimizer: no group, no state)")
     trainable, total = module.param_count()
     lines.append(f"\nTrainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)")
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """Parameter groups, built once at the start of a run (DESIGN rule 1).
 
 One group per backbone block plus the head, each with a no-decay twin for biases and norm weights
-(1-D parameters). Freezing never adds or removes a group: a frozen block keeps its group with an LR
-multiplier of 0 (see :mod:`headstart.optim.schedule`), so schedulers, DDP and resume always see the
-same group list. Empty twins are not created; a block with no parameters is a layer-map error.
+(1-D parameters). Freezing during a run never adds or removes a group: a block frozen for now keeps its
+group with an LR multiplier of 0 (see :mod:`headstart.optim.schedule`), so schedulers, DDP and resume
+always see the same group list. Parameters frozen for the *whole* run are left out altogether. Empty twins are not created; a block with no parameters is a layer-map error.
 """
 
 from __future__ import annotations
@@ -42,8 +42,14 @@ def build_param_groups(
     head: nn.Module,
     weight_decay: float,
     extra_head_modules: list[tuple[str, nn.Module]] | None = None,
+    exclude: set[int] | frozenset[int] = frozenset(),
 ) -> tuple[list[dict[str, Any]], list[GroupInfo]]:
-    """Optimizer param-group dicts (lr filled in later by the schedule) and their metadata."""
+    """Optimizer param-group dicts (lr filled in later by the schedule) and their metadata.
+
+    ``exclude``: ids of parameters no step of the run can change (static-frozen blocks, LoRA base weights).
+    They stay out of the optimizer, and a block left with nothing gets no group: a linear probe's optimizer
+    holds the head only, instead of visiting a dozen empty groups at every step.
+    """
     groups: list[dict[str, Any]] = []
     infos: list[GroupInfo] = []
     seen: set[int] = set()
@@ -59,12 +65,16 @@ def build_param_groups(
     for gname, block, is_head, module in units:
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
+        excluded = False
         for pname, p in module.named_parameters():
             if id(p) in seen:
                 continue
             seen.add(id(p))
+            if id(p) in exclude:
+                excluded = True
+                continue
             (no_decay if is_no_decay(pname, p) else decay).append(p)
-        if not decay and not no_decay and gname == "head" and extra_head_modules:
+        if not decay and not no_decay and (excluded or (gname == "head" and extra_head_modules)):
             continue
         if not decay and not no_decay:
             raise LayerMapError(

@@ -30,11 +30,19 @@ def metric_value(trainer: pl.Trainer, name: str) -> float | None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temp file and renamed: a crash never corrupts last.ckpt."""
+    """Lightning checkpoints streamed to a temp file and renamed: a crash never corrupts last.ckpt.
+
+    Lightning's own writer serialises the whole checkpoint into a BytesIO and then copies it out
+    (``getvalue()``), so every save holds the checkpoint twice in memory: weights + Adam state of a
+    22 M-parameter MiniLM is ~270 MB, i.e. ~550 MB on top of training at each epoch end, which set the
+    run's peak RSS. ``torch.save`` to the file writes tensor by tensor instead.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} writes local files and takes no storage_options.")
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(checkpoint, fh)
 
 
 class MetricsCSV(pl.Callback):

@@ -218,7 +218,8 @@ class FinetuneModule(pl.LightningModule):
         """Param groups and schedule for a run of ``total_steps`` optimizer steps."""
         a = self.optim_args
         parts = [("margin", self.head.classifier)] if isinstance(self.head, MarginHead) else None
-        groups, infos = build_param_groups(self._blocks, self.head, a["weight_decay"], parts)
+        static = {id(self.get_parameter(name)) for name in self.static_weight_names()}
+        groups, infos = build_param_groups(self._blocks, self.head, a["weight_decay"], parts, exclude=static)
         warmup = a["warmup_steps"] if a["warmup_steps"] is not None else round(a["warmup_epochs"] * steps_per_epoch)
         schedule = LRSchedule(
             infos=infos, lr=a["lr"], n_blocks=len(self._blocks), total_steps=max(1, int(total_steps)),

@@ -77,7 +77,8 @@ def test_inspect_prints_layer_map_and_groups(tmp_path, tiny_hf_dir, capsys) -> N
     assert "embeddings" in out and "encoder.layer.1" in out and "head/no_decay" in out
     layer_map, groups = out.split("Param groups")
     assert "0  embeddings" in layer_map and "frozen (eval)" in layer_map  # partial:1 freezes blocks 0-1
-    assert "2:encoder.layer.1" in groups and "yes" in groups and "frozen" in groups
+    assert "2:encoder.layer.1" in groups and "yes" in groups
+    assert "0:embeddings" not in groups and "not in the optimizer" in groups  # frozen for the whole run
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path, tiny_hf_dir) -> None:

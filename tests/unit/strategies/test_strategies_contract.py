@@ -133,10 +133,18 @@ def test_strategy_spec_parsing() -> None:
     assert parse_strategy_spec("linear-probe") == {"name": "linear_probe"}
 
 
-def test_static_frozen_blocks_have_no_grad_and_group_count_is_fixed() -> None:
+def test_static_frozen_blocks_have_no_grad_and_no_group_while_gradual_keeps_every_group() -> None:
     model = FinetuneModule(TinyEncoder(), 2, strategy=Strategy("partial", train_last=1))
     frozen = [p.requires_grad for i, (_, b) in enumerate(model._blocks) for p in b.parameters() if i < 4]
     assert not any(frozen)
-    groups_a, _ = model.build_schedule(10, 5)
-    groups_b, _ = FinetuneModule(TinyEncoder(), 2, strategy=Strategy("full")).build_schedule(10, 5)
-    assert [g["name"] for g in groups_a] == [g["name"] for g in groups_b]
+    partial, _ = model.build_schedule(10, 5)
+    full, _ = FinetuneModule(TinyEncoder(), 2, strategy=Strategy("full")).build_schedule(10, 5)
+    names = [g["name"] for g in full]
+    # Frozen for the whole run: out of the optimizer. Frozen for now (gradual): a group with LR 0, so the
+    # group list never changes during a run.
+    assert [g["name"] for g in partial] == [n for n in names if n.startswith(("4:", "head"))]
+    gradual, _ = FinetuneModule(TinyEncoder(), 2, strategy=Strategy("gradual", freeze_epochs=1,
+                                                                       unfreeze_every=1)).build_schedule(10, 5)
+    assert [g["name"] for g in gradual] == names
+    in_optimizer = {id(p) for g in partial for p in g["params"]}
+    assert all(id(p) not in in_optimizer for i, (_, b) in enumerate(model._blocks) if i < 4 for p in b.parameters())

@@ -283,3 +283,36 @@ def test_load_pretrained_encoder_into_unrelated_module_reports(tmp_path) -> None
     report = load_encoder_weights(dst, tmp_path / "seq.pt", strict=True)
     assert sorted(report.matched) == ["0.bias", "0.weight", "1.bias", "1.weight"]
     _assert_same(dict(dst.state_dict()), dict(src.state_dict()))
+
+
+# ----- Lightning checkpoints ------------------------------------------------------------------------
+def test_lightning_checkpoint_is_streamed_to_disk_atomically(tmp_path, monkeypatch) -> None:
+    import io
+
+    from headstart.train.callbacks import AtomicCheckpointIO
+
+    checkpoint = {"state_dict": _tensors(), "epoch": 2}
+    path = tmp_path / "ckpts" / "last.ckpt"
+    targets: list[type] = []
+    real_save = torch.save
+
+    def spy(obj, f, *args, **kwargs):
+        targets.append(type(f))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", spy)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    assert targets and not any(issubclass(t, io.BytesIO) for t in targets)  # never the whole file in memory
+    loaded = torch.load(path, weights_only=True)
+    _assert_same(loaded["state_dict"], _tensors())
+    assert loaded["epoch"] == 2
+
+    def broken(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 3}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 2  # the previous checkpoint is intact
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
