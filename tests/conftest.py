@@ -7,6 +7,7 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -133,3 +134,31 @@ def quiet_trainer(max_epochs: int, callbacks: list | None = None, **kwargs):
     return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], enable_progress_bar=False, logger=False,
                       enable_checkpointing=kwargs.pop("enable_checkpointing", False), enable_model_summary=False,
                       num_sanity_val_steps=0, accelerator="cpu", **kwargs)
+
+
+def write_quadrant_npz(path: Path, n: int, seed: int, shift: int = 0) -> Path:
+    """Class k lights quadrant k of a noisy 8x8 image (``shift`` moves the intensity: a domain shift)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    x = rng.integers(0, 60, size=(n, 8, 8)).astype(np.int64) + shift
+    for i, k in enumerate(y):
+        r, c = divmod(int(k), 2)
+        x[i, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
+    np.savez(path, x=np.clip(x, 0, 255).astype(np.uint8), y=y)
+    return path
+
+
+def tiny_image_config(tmp_path: Path, **sections: dict) -> dict:
+    """A raw image-run config: tiny ResNet + CosFace on quadrant images (dicts merge into the defaults)."""
+    raw: dict = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(write_quadrant_npz(tmp_path / "b.npz", 96, 0, shift=40)), "val_fraction": 0.25,
+                 "batch_size": 16, "eval_batch_size": 32, "augment": {"shift": 1}},
+        "backbone": {"type": "resnet", "depths": [1, 1], "widths": [4, 8]},
+        "head": {"type": "cosface", "scale": 16.0, "margin": 0.2, "hidden_dims": [8], "dropout": 0.0},
+        "optim": {"lr": 5e-3, "margin_lr": 2e-2, "warmup_steps": 0},
+        "trainer": {"epochs": 8, "seed": 0, "progress_bar": False, "threads": 1},
+    }
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value)
+    return raw

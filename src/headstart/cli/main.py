@@ -71,6 +71,7 @@ def _setup_logging() -> None:
 
 @app.command()
 def fit(
+    ctx: typer.Context,
     config: ConfigArg,
     pretrain: Annotated[str | None, typer.Option(help="Encoder checkpoint loaded before fine-tuning.")] = None,
     strategy: Annotated[str | None, typer.Option(help="full | linear_probe | partial:K | partial:A-B | gradual:E "
@@ -94,8 +95,19 @@ def fit(
     if no_cache:
         overrides.append((["cache", "enabled"], False))
     cfg = load_config(config, overrides)
-    result = run_fit(cfg, overwrite=overwrite, resume=resume)
+    exporting = ctx.info_name == "pretrain"  # the same command, registered twice
+    result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=exporting)
     typer.echo(f"\nRun written to {result.run_dir}")
+    if exporting:
+        typer.echo(f"Pretrained checkpoint: {result.summary['pretrained_export']} (use: headstart fit B.yaml "
+                   f"--pretrain {result.run_dir})")
+
+
+app.command(
+    "pretrain",
+    help="Train a model on dataset A as CONFIG describes (like fit) and export its best weights with their "
+         "architecture record as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset B.",
+)(fit)
 
 
 @app.command()

@@ -44,6 +44,8 @@ from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
 from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
 from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, save_weights
+from headstart.train.pretrained import export_pretrained as export_pretrained_weights
+from headstart.train.pretrained import load_pretrained
 
 __all__ = ["FitResult", "format_cache_info", "run_fit"]
 
@@ -63,8 +65,13 @@ def run_fit(
     resume: bool = False,
     verbose: bool = True,
     callbacks: list[pl.Callback] | None = None,
+    export_pretrained: bool = False,
 ) -> FitResult:
-    """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes)."""
+    """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
+
+    ``export_pretrained`` (``headstart pretrain``): also write the best weights as ``pretrained.safetensors``
+    with their architecture record, for ``fit --pretrain`` on another dataset.
+    """
     t0 = time.perf_counter()
     image = cfg.task == "image_classification"
     if not image and cfg.backbone.type != "hf":
@@ -96,8 +103,7 @@ def run_fit(
 
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
-    if cfg.pretrain:
-        model.load_pretrained_encoder(cfg.pretrain, strict=False, verbose=verbose)
+    pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose) if cfg.pretrain else None
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     if image:
         loaders = build_image_loaders(cfg, parts)
@@ -212,7 +218,15 @@ def run_fit(
         "roundtrip_max_abs_diff": roundtrip,
         "resumed": resume,
         "cache": cache_info,
+        "pretrain": None if pretrain_report is None else {
+            "source": pretrain_report.source, "head_loaded": pretrain_report.head_loaded,
+            "backbone_keys_loaded": len(pretrain_report.backbone.matched),
+            "backbone_keys_missing": len(pretrain_report.backbone.missing), "notes": pretrain_report.notes},
     }
+    if export_pretrained:
+        summary["pretrained_export"] = str(export_pretrained_weights(
+            run, model, {"task": cfg.task, "backbone_config": cfg.backbone.model_dump(),
+                         "normalization": {"mean": d.mean, "std": d.std} if image else None}))
     write_json(run / "summary.json", summary)
     if verbose:
         print(json.dumps({k: summary[k] for k in ("best_epoch", "val", "test", "wall_time_s")}, indent=2))

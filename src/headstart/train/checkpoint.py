@@ -28,6 +28,7 @@ from headstart.fileio import atomic_path, atomic_write_text
 __all__ = [
     "FROZEN_WEIGHTS",
     "KeyReport",
+    "check_key_report",
     "load_encoder_weights",
     "match_state_dict",
     "read_linked",
@@ -235,6 +236,15 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
     source = read_state_dict(path, where="The pretrained encoder checkpoint (pretrain / --pretrain)")
     target = module.state_dict()
     report, mapped = match_state_dict(target, source)
+    check_key_report(report, path, list(source), list(target), strict)
+    module.load_state_dict(mapped, strict=False)
+    return report
+
+
+def check_key_report(report: KeyReport, path: str | Path, source_keys: list[str], target_keys: list[str],
+                     strict: bool = False) -> None:
+    """Raise the explanation when nothing of a checkpoint fits (or, if strict, not everything)."""
+    source, target = source_keys, target_keys
     if not report.matched and report.shape_mismatched:
         raise CheckpointError(
             f"No tensor of the checkpoint '{path}' fits the encoder: {len(report.shape_mismatched)} key(s) align by "
@@ -255,6 +265,4 @@ def load_encoder_weights(module: nn.Module, path: str | Path, strict: bool = Fal
             f"strict loading of '{path}' failed.\n{report.format()}\nPass strict=False to load the matching "
             f"keys only, or fix the architecture config so the shapes agree."
         )
-    module.load_state_dict(mapped, strict=False)
-    return report
 

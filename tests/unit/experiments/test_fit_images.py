@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from conftest import tiny_image_config, write_quadrant_npz
 from headstart import FinetuneModule
 from headstart.backbones.resnet import ResNetBackbone
 from headstart.config import load_config
@@ -18,37 +18,10 @@ from headstart.experiments.fit import run_fit
 from headstart.experiments.inference import load_run
 
 
-def _write_npz(path: Path, n: int, seed: int, shift: int = 0) -> Path:
-    """Class k lights quadrant k of a noisy 8x8 image (``shift`` moves the intensity: a domain shift)."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 4
-    x = rng.integers(0, 60, size=(n, 8, 8)).astype(np.int64) + shift
-    for i, k in enumerate(y):
-        r, c = divmod(int(k), 2)
-        x[i, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 150
-    np.savez(path, x=np.clip(x, 0, 255).astype(np.uint8), y=y)
-    return path
-
-
-def _config(tmp_path: Path, **sections: dict) -> dict:
-    raw: dict = {
-        "output_dir": str(tmp_path / "run"),
-        "data": {"train": str(_write_npz(tmp_path / "b.npz", 96, 0, shift=40)), "val_fraction": 0.25,
-                 "batch_size": 16, "eval_batch_size": 32, "augment": {"shift": 1}},
-        "backbone": {"type": "resnet", "depths": [1, 1], "widths": [4, 8]},
-        "head": {"type": "cosface", "scale": 16.0, "margin": 0.2, "hidden_dims": [8], "dropout": 0.0},
-        "optim": {"lr": 5e-3, "margin_lr": 2e-2, "warmup_steps": 0},
-        "trainer": {"epochs": 8, "seed": 0, "progress_bar": False, "threads": 1},
-    }
-    for key, value in sections.items():
-        raw.setdefault(key, {}).update(value)
-    return raw
-
-
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("img")
-    raw = _config(tmp, data={"mix": {"path": str(_write_npz(tmp / "a.npz", 64, 1)), "ratio": 0.5}})
+    raw = tiny_image_config(tmp, data={"mix": {"path": str(write_quadrant_npz(tmp / "a.npz", 64, 1)), "ratio": 0.5}})
     return run_fit(load_config(None, raw=raw), verbose=False)
 
 

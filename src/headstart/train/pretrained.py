@@ -1,0 +1,147 @@
+"""Model A -> dataset B: export a trained model as a pretrained checkpoint, and load one with explanations.
+
+``headstart pretrain`` trains on dataset A like ``fit`` and then writes ``pretrained.safetensors`` (the best
+weights: backbone and head) plus ``pretrained.json`` (the backbone's architecture, the classes, the input
+normalisation) into the run directory. ``fit --pretrain PATH`` accepts that run directory, the file, any
+headstart run directory, or a foreign checkpoint, and:
+
+* compares the recorded architecture with the model being built and, when weights do not fit, names the
+  config values that differ (``backbone.widths: checkpoint [16, 32, 64], this config [32, 64, 128]``)
+  instead of a shape dump;
+* loads the backbone (prefixes aligned, key report printed);
+* loads the head too when it has the same shape (same class count: the usual "shifted B, same labels"
+  case), and otherwise leaves it freshly initialised with a note saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.errors import CheckpointError
+from headstart.train.checkpoint import (
+    KeyReport,
+    check_key_report,
+    match_state_dict,
+    read_state_dict,
+    save_weights,
+)
+
+__all__ = ["PRETRAINED_META", "PRETRAINED_WEIGHTS", "PretrainReport", "export_pretrained", "load_pretrained"]
+
+PRETRAINED_WEIGHTS = "pretrained.safetensors"
+PRETRAINED_META = "pretrained.json"
+
+
+@dataclass
+class PretrainReport:
+    source: str
+    backbone: KeyReport
+    head_loaded: bool
+    notes: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        head = "head loaded (same classes)" if self.head_loaded else "head freshly initialised"
+        return "\n".join([f"Pretrained weights from {self.source}: {head}.", self.backbone.format(), *self.notes])
+
+
+def export_pretrained(run_dir: str | Path, model: Any, extra: dict[str, Any]) -> Path:
+    """Write ``pretrained.safetensors`` + ``pretrained.json`` into ``run_dir`` from the loaded best weights."""
+    run = Path(run_dir)
+    meta = {"format": "headstart-pretrained", "architecture": model.backbone.architecture(),
+            "n_classes": model.n_classes, "classes": list(model.class_names), **extra}
+    path = run / PRETRAINED_WEIGHTS
+    save_weights(model.weights_state(), path)
+    (run / PRETRAINED_META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def _resolve(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The weights to read for ``path`` and the architecture record beside them, if any."""
+    if path.is_dir():
+        if (path / PRETRAINED_WEIGHTS).exists():
+            return path / PRETRAINED_WEIGHTS, _read_meta(path / PRETRAINED_META)
+        return path, None  # any run dir / HF dir: read_state_dict finds the weights
+    if path.name == PRETRAINED_WEIGHTS:
+        return path, _read_meta(path.with_name(PRETRAINED_META))
+    return path, None
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def architecture_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``backbone.<key>: checkpoint X, this config Y`` for every architecture value that differs."""
+    a, b = _flatten(recorded), _flatten(current)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key == "type" or a.get(key) == b.get(key):
+            continue
+        lines.append(f"backbone.{key.removeprefix('config.')}: checkpoint {a.get(key)!r}, this config {b.get(key)!r}")
+    if a.get("type") != b.get("type"):
+        lines.insert(0, f"backbone type: checkpoint {a.get('type')}, this config {b.get('type')}")
+    return lines
+
+
+def load_pretrained(model: Any, path: str | Path, verbose: bool = True) -> PretrainReport:
+    """Load a pretrained model's backbone (and head where it fits) into ``model`` (a FinetuneModule)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"pretrain (--pretrain) '{path}' does not exist (resolved to {path.resolve()}). Check the "
+                              f"path: a `headstart pretrain` run directory, its pretrained.safetensors, or a checkpoint.")
+    weights, meta = _resolve(path)
+    source = read_state_dict(weights, where="The pretrained checkpoint (pretrain / --pretrain)")
+    backbone_src = {k.removeprefix("backbone."): v for k, v in source.items() if not k.startswith("head.")}
+    report, mapped = match_state_dict(model.backbone.state_dict(), backbone_src)
+    differences = []
+    if meta is not None and "architecture" in meta:
+        differences = architecture_differences(meta["architecture"], model.backbone.architecture())
+    if report.shape_mismatched or (report.missing and differences) or not report.matched:
+        if differences:
+            raise CheckpointError(
+                f"The pretrained checkpoint '{path}' was written by a different architecture, so its weights do not "
+                f"fit ({len(report.shape_mismatched)} shape-mismatched, {len(report.missing)} missing of "
+                f"{len(report.matched) + len(report.missing)} keys). Set these config values to the checkpoint's to "
+                f"load it:\n  " + "\n  ".join(differences) + f"\n{report.format()}"
+            )
+        check_key_report(report, path, list(source), list(model.backbone.state_dict()))
+    model.backbone.load_state_dict(mapped, strict=False)
+    head_src = {k.removeprefix("head."): v for k, v in source.items() if k.startswith("head.")}
+    head_loaded, notes = _load_head(model.head, head_src, meta)
+    result = PretrainReport(str(path), report, head_loaded, notes)
+    if verbose:
+        print(result.format())
+    return result
+
+
+def _load_head(head: nn.Module, source: dict[str, torch.Tensor], meta: dict[str, Any] | None) -> tuple[bool, list[str]]:
+    if not source:
+        return False, ["note: the checkpoint has no head; the head starts from scratch."]
+    target = head.state_dict()
+    fits = set(source) == set(target) and all(tuple(source[k].shape) == tuple(target[k].shape) for k in target)
+    if fits:
+        head.load_state_dict(source)
+        return True, []
+    n_src = (meta or {}).get("n_classes")
+    n_now = getattr(head, "n_classes", None)
+    why = (f"the checkpoint's head has {n_src} classes and this task has {n_now}" if n_src and n_src != n_now
+           else "the checkpoint's head has another shape (hidden sizes or head type differ)")
+    return False, [f"note: head re-initialised: {why}; only the backbone was loaded."]
