@@ -155,12 +155,8 @@ def _read_parquet(path: Path, image_column: str, label_column: str, where: str) 
         cells = [c["bytes"] for c in cells]
     images = [_decode(c, where) if isinstance(c, bytes | bytearray) else np.asarray(c) for c in cells]
     images = [np.stack(list(i)) if i.dtype == object else i for i in images]  # nested lists of rows
-    shapes = {i.shape for i in images}
-    if len(shapes) != 1:
-        raise DataError(f"{where} '{path}': images have different shapes {sorted(shapes)[:4]}; resize them to one "
-                        f"size first.")
     y = frame[label_column].to_numpy().astype(np.int64) if label_column in frame.columns else None
-    return ImageArrays(_as_nchw(np.stack(images), where), y)
+    return ImageArrays(_stack(images, path, where), y)
 
 
 def _read_folder(path: Path, where: str) -> ImageArrays:
@@ -176,11 +172,16 @@ def _read_folder(path: Path, where: str) -> ImageArrays:
             labels.append(k)
     if not images:
         raise DataError(f"{where} '{path}': no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders.")
+    return ImageArrays(_stack(images, path, where), np.asarray(labels, dtype=np.int64))
+
+
+def _stack(images: list[np.ndarray], path: Path, where: str) -> np.ndarray:
+    """Decoded images of one size as ``[N, C, H, W]``; differing sizes are an error naming them."""
     shapes = {i.shape for i in images}
     if len(shapes) != 1:
         raise DataError(f"{where} '{path}': images have different shapes {sorted(shapes)[:4]}; resize them to one "
                         f"size first.")
-    return ImageArrays(_as_nchw(np.stack(images), where), np.asarray(labels, dtype=np.int64))
+    return _as_nchw(np.stack(images), where)
 
 
 @dataclass(frozen=True)

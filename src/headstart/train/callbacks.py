@@ -70,9 +70,9 @@ class MetricsCSV(pl.Callback):
                 row[key] = metric_value(trainer, key)
         if trainer.optimizers:
             groups = trainer.optimizers[0].param_groups
-            margin = [g["lr"] for g in groups if str(g.get("name", "")).split("/")[0] == "margin"]
-            head = [g["lr"] for g in groups if g.get("is_head", False) and not str(g.get("name", "")).startswith(
-                "margin")]
+            is_margin = [str(g.get("name", "")).split("/")[0] == "margin" for g in groups]  # as the schedule reads it
+            margin = [g["lr"] for g, m in zip(groups, is_margin, strict=True) if m]
+            head = [g["lr"] for g, m in zip(groups, is_margin, strict=True) if g.get("is_head", False) and not m]
             row["lr_head"] = max(head) if head else (max(margin) if margin else groups[-1]["lr"])
             if margin:  # a margin head's class weights (optim.margin_lr)
                 row["lr_margin"] = max(margin)

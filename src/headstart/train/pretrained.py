@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
+from headstart.fileio import write_json
 from headstart.train.checkpoint import (
     KeyReport,
     check_key_report,
@@ -57,7 +58,7 @@ def export_pretrained(run_dir: str | Path, model: Any, extra: dict[str, Any]) ->
             "n_classes": model.n_classes, "classes": list(model.class_names), **extra}
     path = run / PRETRAINED_WEIGHTS
     save_weights(model.weights_state(), path)
-    (run / PRETRAINED_META).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    write_json(run / PRETRAINED_META, meta)
     return path
 
 
