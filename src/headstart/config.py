@@ -203,6 +203,9 @@ class RunConfig(_Strict):
     task: Literal["auto", "text_classification", "image_classification"] = "auto"
     output_dir: str = "runs/run"
     pretrain: str | None = None  # encoder weights loaded before fine-tuning (strict=False, key report)
+    # The pretrained head: auto = load it when its shape and class names match; reset = never (same class ids,
+    # other meaning); keep = always (an error says why it cannot be loaded).
+    pretrain_head: Literal["auto", "keep", "reset"] = "auto"
     data: DataConfig
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)

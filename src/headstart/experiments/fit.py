@@ -103,7 +103,7 @@ def run_fit(
 
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
-    pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose) if cfg.pretrain else None
+    pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head) if cfg.pretrain else None
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     if image:
         loaders = build_image_loaders(cfg, parts)

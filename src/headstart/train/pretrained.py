@@ -9,8 +9,10 @@ headstart run directory, or a foreign checkpoint, and:
   config values that differ (``backbone.widths: checkpoint [16, 32, 64], this config [32, 64, 128]``)
   instead of a shape dump;
 * loads the backbone (prefixes aligned, key report printed);
-* loads the head too when it has the same shape (same class count: the usual "shifted B, same labels"
-  case), and otherwise leaves it freshly initialised with a note saying why.
+* loads the head too when it has the same shape and the same class names (the usual "shifted B, same
+  labels" case), and otherwise leaves it freshly initialised with a note saying why. ``pretrain_head``
+  overrides that: ``reset`` when the class ids match but mean other things (digits 0-9 in A, letters A-J
+  stored as 0-9 in B), ``keep`` to require the head (an error names why it cannot be loaded).
 """
 
 from __future__ import annotations
@@ -102,8 +104,13 @@ def architecture_differences(recorded: dict[str, Any], current: dict[str, Any]) 
     return lines
 
 
-def load_pretrained(model: Any, path: str | Path, verbose: bool = True) -> PretrainReport:
-    """Load a pretrained model's backbone (and head where it fits) into ``model`` (a FinetuneModule)."""
+HEAD_POLICIES = ("auto", "keep", "reset")
+
+
+def load_pretrained(model: Any, path: str | Path, verbose: bool = True, head: str = "auto") -> PretrainReport:
+    """Load a pretrained model's backbone (and head per ``head``: auto / keep / reset) into ``model``."""
+    if head not in HEAD_POLICIES:
+        raise CheckpointError(f"pretrain_head '{head}' is not one of {', '.join(HEAD_POLICIES)}.")
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"pretrain (--pretrain) '{path}' does not exist (resolved to {path.resolve()}). Check the "
@@ -126,18 +133,31 @@ def load_pretrained(model: Any, path: str | Path, verbose: bool = True) -> Pretr
         check_key_report(report, path, list(source), list(model.backbone.state_dict()))
     model.backbone.load_state_dict(mapped, strict=False)
     head_src = {k.removeprefix("head."): v for k, v in source.items() if k.startswith("head.")}
-    head_loaded, notes = _load_head(model.head, head_src, meta)
+    if head == "reset":
+        head_loaded, notes = False, ["note: head re-initialised (pretrain_head: reset); only the backbone was loaded."]
+    else:
+        head_loaded, notes = _load_head(model.head, head_src, meta, list(getattr(model, "class_names", []) or []),
+                                       force=head == "keep")
+        if head == "keep" and not head_loaded:
+            raise CheckpointError(f"pretrain_head is 'keep' but the head in '{path}' cannot be loaded: "
+                                  f"{notes[0].removeprefix('note: ')} Use pretrain_head: auto (re-initialise it) or "
+                                  f"match the checkpoint's head and classes.")
     result = PretrainReport(str(path), report, head_loaded, notes)
     if verbose:
         print(result.format())
     return result
 
 
-def _load_head(head: nn.Module, source: dict[str, torch.Tensor], meta: dict[str, Any] | None) -> tuple[bool, list[str]]:
+def _load_head(head: nn.Module, source: dict[str, torch.Tensor], meta: dict[str, Any] | None,
+               classes: list[str], force: bool = False) -> tuple[bool, list[str]]:
     if not source:
         return False, ["note: the checkpoint has no head; the head starts from scratch."]
     target = head.state_dict()
     fits = set(source) == set(target) and all(tuple(source[k].shape) == tuple(target[k].shape) for k in target)
+    src_classes = [str(c) for c in (meta or {}).get("classes") or []]
+    if fits and not force and src_classes and classes and src_classes != [str(c) for c in classes]:
+        return False, [f"note: head re-initialised: the checkpoint's classes {_short(src_classes)} are not this task's "
+                       f"{_short(classes)}; only the backbone was loaded (pretrain_head: keep loads it anyway)."]
     if fits:
         head.load_state_dict(source)
         return True, []
@@ -146,3 +166,7 @@ def _load_head(head: nn.Module, source: dict[str, torch.Tensor], meta: dict[str,
     why = (f"the checkpoint's head has {n_src} classes and this task has {n_now}" if n_src and n_src != n_now
            else "the checkpoint's head has another shape (hidden sizes or head type differ)")
     return False, [f"note: head re-initialised: {why}; only the backbone was loaded."]
+
+
+def _short(classes: list[str], n: int = 5) -> str:
+    return "[" + ", ".join(map(str, classes[:n])) + (", ...]" if len(classes) > n else "]")

@@ -29,9 +29,9 @@ def pretrained_run(tmp_path_factory):
     return Path(raw["output_dir"])
 
 
-def _model(widths=(4, 8), n_classes=4, se=False, hidden=(8,)) -> FinetuneModule:
-    return FinetuneModule(ResNetBackbone((1, 1), widths, se=se), n_classes, head_type="cosface", margin=0.2,
-                          margin_scale=16.0, head_hidden_dims=hidden, dropout=0.0)
+def _model(widths=(4, 8), n_classes=4, se=False, hidden=(8,), classes=None) -> FinetuneModule:
+    return FinetuneModule(ResNetBackbone((1, 1), widths, se=se), n_classes, class_names=classes, head_type="cosface",
+                          margin=0.2, margin_scale=16.0, head_hidden_dims=hidden, dropout=0.0)
 
 
 def test_pretrain_exports_weights_and_architecture(pretrained_run, capsys) -> None:
@@ -59,6 +59,28 @@ def test_other_class_count_reinitialises_the_head_with_a_note(pretrained_run) ->
     assert not report.head_loaded
     assert any("head re-initialised" in n and "4 classes and this task has 3" in n for n in report.notes)
     assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in fresh_head.items())
+
+
+def test_other_class_names_reinitialise_the_head_unless_kept(pretrained_run) -> None:
+    letters = ["a", "b", "c", "d"]  # same count as the checkpoint's 0..3, other meaning
+    model = _model(classes=letters)
+    fresh_head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    report = load_pretrained(model, pretrained_run, verbose=False)
+    assert not report.head_loaded and "classes [0, 1, 2, 3] are not this task's [a, b, c, d]" in report.notes[0]
+    assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in fresh_head.items())
+    kept = _model(classes=letters)
+    assert load_pretrained(kept, pretrained_run, verbose=False, head="keep").head_loaded
+    assert not all(torch.equal(v, kept.head.state_dict()[k]) for k, v in fresh_head.items())
+
+
+def test_reset_policy_and_keep_that_cannot_load(pretrained_run) -> None:
+    model = _model()
+    fresh_head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    report = load_pretrained(model, pretrained_run, verbose=False, head="reset")
+    assert not report.head_loaded and "pretrain_head: reset" in report.notes[0] and not report.backbone.missing
+    assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in fresh_head.items())
+    with pytest.raises(CheckpointError, match=r"pretrain_head is 'keep' but .*4 classes and this task has 3"):
+        load_pretrained(_model(n_classes=3), pretrained_run, verbose=False, head="keep")
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
