@@ -60,6 +60,8 @@ class DataConfig(_Strict):
     val: str | None = None
     test: str | None = None
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    # csv/tsv files without a header line: one name per field, in file order (then use them as columns)
+    column_names: list[str] | None = Field(None, min_length=1)
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -98,6 +100,12 @@ class BackboneConfig(_Strict):
     in_channels: int | None = Field(None, ge=1)
     se: bool = False
     stem_stride: Literal[1, 2] = 1
+    # Pairs (data.text_pair_column, npz xa/xb): cross = both texts in one transformer input (text only);
+    # siamese = one shared encoder per side, then `fusion` of the two embeddings into the head.
+    # auto: cross for text pairs, siamese for image pairs (fit writes the resolved value to config.yaml).
+    pair: Literal["auto", "cross", "siamese"] = "auto"
+    fusion: list[Literal["concat", "diff", "absdiff", "product", "cosine", "l2"]] = Field(
+        default_factory=lambda: ["concat", "absdiff", "product"], min_length=1)
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:

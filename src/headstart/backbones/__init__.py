@@ -79,8 +79,12 @@ def _build_resnet(cfg: Any) -> Backbone:
 
 
 def build_backbone(cfg: Any) -> Backbone:
-    """Backbone from a validated ``BackboneConfig`` (see :mod:`headstart.config`)."""
-    return BACKBONES.get(cfg.type, where="backbone.type")(cfg)
+    """Backbone from a validated ``BackboneConfig`` (see :mod:`headstart.config`); wrapped in a
+    ``SiameseBackbone`` (shared encoder + fusion) when ``backbone.pair`` is ``siamese``."""
+    encoder = BACKBONES.get(cfg.type, where="backbone.type")(cfg)
+    if getattr(cfg, "pair", "auto") == "siamese":
+        return SiameseBackbone(encoder, getattr(cfg, "fusion", ("concat", "absdiff", "product")))
+    return encoder
 
 
 def as_backbone(module: nn.Module, out_dim: int | None = None) -> Backbone:

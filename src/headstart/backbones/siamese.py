@@ -84,13 +84,19 @@ class SiameseBackbone(Backbone):
     def blocks(self) -> list[tuple[str, nn.Module]]:
         return self.encoder.blocks()
 
+    def load_tokenizer(self) -> object | None:
+        return self.encoder.load_tokenizer()
+
     def embed_pair(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two embeddings; both sides run as one batch when they can be stacked (one pass, same BN stats)."""
+        """The two embeddings from one encoder pass over both sides (same BN statistics, one kernel launch
+        per layer): image tensors are stacked, token dicts are right-padded to a common width first."""
         a, b = inputs["a"], inputs["b"]
-        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape[1:] == b.shape[1:]:
-            both = self.encoder(torch.cat([a, b]))
-            return both[: len(a)], both[len(a):]
-        return self.encoder(a), self.encoder(b)
+        both = _stack_sides(a, b)
+        if both is None:
+            return self.encoder(a), self.encoder(b)
+        out = self.encoder(both)
+        n = len(a) if isinstance(a, torch.Tensor) else len(a["input_ids"])
+        return out[:n], out[n:]
 
     def forward(self, inputs: Any) -> torch.Tensor:
         if not isinstance(inputs, dict) or not {"a", "b"} <= set(inputs):
@@ -104,3 +110,15 @@ class SiameseBackbone(Backbone):
 
     def architecture(self) -> dict[str, object]:
         return {"type": "SiameseBackbone", "encoder": self.encoder.architecture(), "fusion": self.fusion.ops}
+
+
+def _stack_sides(a: Any, b: Any) -> Any:
+    """``a`` and ``b`` as one batch, or None when they cannot share one (other shapes or types)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.cat([a, b]) if a.shape[1:] == b.shape[1:] else None
+    if not (isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b) and "attention_mask" in a):
+        return None
+    width = max(a["attention_mask"].shape[1], b["attention_mask"].shape[1])
+    # Right padding with 0 is safe: padded positions have attention_mask 0, and pooling ignores them.
+    return {k: torch.cat([F.pad(a[k], (0, width - a[k].shape[1])), F.pad(b[k], (0, width - b[k].shape[1]))])
+            for k in a}

@@ -72,16 +72,23 @@ def read_table(
     where: str = "data.train",
     *,
     text_columns: Sequence[str] = (),
+    column_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read ``path`` into a DataFrame; every problem becomes one DataError paragraph naming ``where``.
 
     ``text_columns`` are read as strings in csv/tsv files so that texts such as "007" or "1e5" are not
     turned into numbers; other columns keep pandas' type inference (labels become ints where they can).
+    ``column_names`` names the columns of a csv/tsv file that has no header line (AFQMC, many GLUE
+    dumps); the first line is then data.
     """
     file = _check_file(Path(os.path.expanduser(str(path))), where)
     kind = detect_format(file, fmt, where)
+    if column_names is not None and kind not in ("csv", "tsv"):
+        raise ConfigError(f"data.column_names names the columns of header-less csv/tsv files, but {where} "
+                          f"('{file}') is read as {kind}, whose columns are named in the file; remove "
+                          f"data.column_names.")
     try:
-        frame = _read(file, kind, text_columns)
+        frame = _read(file, kind, text_columns, column_names)
     except DataError:
         raise
     except pd.errors.EmptyDataError:
@@ -102,6 +109,11 @@ def read_table(
             f"the format explicitly with data.format."
         ) from None
     frame = _strip_bom(frame)
+    if column_names is not None and len(frame.columns) != len(column_names):
+        raise DataError(
+            f"{where}: data.column_names gives {len(column_names)} names ({format_choices(column_names)}) but the "
+            f"lines of '{file}' have {len(frame.columns)} fields. Give one name per field, in file order."
+        )
     if len(frame.columns) == 0 or len(frame) == 0:
         columns = format_choices(frame.columns) or "none"
         raise DataError(
@@ -140,8 +152,17 @@ def _check_file(file: Path, where: str) -> Path:
     )
 
 
-def _read(file: Path, kind: str, text_columns: Sequence[str]) -> pd.DataFrame:
+def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:
     """Dispatch to the reader of one format."""
+    if kind in ("csv", "tsv") and names is not None:
+        # Read the fields by position, then name them: a count mismatch is reported, not padded with NaN.
+        types = {i: str for i, name in enumerate(names) if name in set(map(str, text_columns))}
+        frame = pd.read_csv(file, header=None, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
+                            compression="infer", dtype=types, low_memory=False,
+                            **({"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ","}))
+        if len(frame.columns) == len(names):
+            frame.columns = [str(n) for n in names]
+        return frame
     if kind in ("csv", "tsv"):
         options: dict[str, object] = {"sep": ",", "quoting": csv.QUOTE_MINIMAL}
         if kind == "tsv":

@@ -59,6 +59,7 @@ def load_text_splits(
     train_subset: int | None = None,
     seed: int = 42,
     fmt: str = "auto",
+    column_names: Sequence[str] | None = None,
 ) -> TextSplits:
     """Read, split, subsample and label-encode the data of a text classification run.
 
@@ -71,13 +72,13 @@ def load_text_splits(
     if text_pair_column is not None:
         columns["data.text_pair_column"] = text_pair_column
 
-    pool = _read_split(train, fmt, "data.train", columns)
+    pool = _read_split(train, fmt, "data.train", columns, column_names)
     train_where = f"data.train ({train}), column '{label_column}'"
     LabelMap.from_labels(pool["label"], train_where, rows=pool["row"].to_numpy())  # empty labels, whole file
     n_file = len(pool)
 
     if test is not None:
-        test_raw: pd.DataFrame | None = _read_split(test, fmt, "data.test", columns)
+        test_raw: pd.DataFrame | None = _read_split(test, fmt, "data.test", columns, column_names)
         test_where = f"data.test ({test}), column '{label_column}'"
     elif test_fraction > 0:
         pool, test_raw = _carve(pool, test_fraction, n_file, seed, "test", train)
@@ -88,7 +89,7 @@ def load_text_splits(
         test_raw, test_where = None, ""
 
     if val is not None:
-        val_raw = _read_split(val, fmt, "data.val", columns)
+        val_raw = _read_split(val, fmt, "data.val", columns, column_names)
         val_where = f"data.val ({val}), column '{label_column}'"
     else:
         pool, val_raw = _carve(pool, val_fraction, n_file, seed + 1, "val", train)
@@ -128,6 +129,7 @@ def load_text_frame(
     fmt: str = "auto",
     require_labels: bool = False,
     where: str = "data.path",
+    column_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read a new file for evaluate/predict/embed: columns text, [text_pair], [label], row.
 
@@ -142,7 +144,8 @@ def load_text_frame(
     columns = {"data.text_column": text_column}
     if text_pair_column is not None:
         columns["data.text_pair_column"] = text_pair_column
-    frame = read_table(path, fmt, where, text_columns=[c for c in (text_column, text_pair_column) if c])
+    frame = read_table(path, fmt, where, text_columns=[c for c in (text_column, text_pair_column) if c],
+                       column_names=column_names)
     if label_column is not None and (require_labels or label_column in frame.columns):
         columns["data.label_column"] = label_column
     frame = _select_columns(frame, columns, path, where)
@@ -154,9 +157,14 @@ def load_text_frame(
 
 
 class TextClassificationDataset(Dataset):
-    """Tokenizes every row once up front (fast tokenizers batch well); items are unpadded token lists."""
+    """Tokenizes every row once up front (fast tokenizers batch well); items are unpadded token lists.
 
-    def __init__(self, frame: pd.DataFrame, tokenizer: Any, max_length: int) -> None:
+    Text pairs (a ``text_pair`` column) go into one input by default (cross-encoder: ``[CLS] a [SEP] b``);
+    with ``siamese`` each side is tokenized alone and items are ``{"a": {...}, "b": {...}}`` for a
+    shared encoder (:class:`~headstart.backbones.SiameseBackbone`).
+    """
+
+    def __init__(self, frame: pd.DataFrame, tokenizer: Any, max_length: int, siamese: bool = False) -> None:
         if "text" not in frame.columns:
             raise DataError(
                 f"The frame given to TextClassificationDataset has no 'text' column (columns: "
@@ -166,22 +174,16 @@ class TextClassificationDataset(Dataset):
             raise ConfigError(f"max_length must be a positive number of tokens, got {max_length!r}.")
         texts = frame["text"].astype(str).tolist()
         pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
-        self.input_ids: list[list[int]] = []
-        token_type_ids: list[list[int]] = []
-        for start in range(0, len(texts), _TOKENIZE_CHUNK):
-            stop = start + _TOKENIZE_CHUNK
-            encoding = tokenizer(
-                texts[start:stop],
-                pairs[start:stop] if pairs is not None else None,
-                truncation=True,
-                max_length=int(max_length),
-                padding=False,
-                return_attention_mask=False,
-            )
-            self.input_ids.extend(list(ids) for ids in encoding["input_ids"])
-            if "token_type_ids" in encoding:
-                token_type_ids.extend(list(ids) for ids in encoding["token_type_ids"])
-        self.token_type_ids: list[list[int]] | None = token_type_ids or None
+        if siamese and pairs is None:
+            raise DataError("A Siamese text model needs pairs: the frame has no 'text_pair' column. Set "
+                            "data.text_pair_column to the column holding the second text.")
+        self.siamese = bool(siamese)
+        if self.siamese:
+            self.input_ids, self.token_type_ids = _tokenize(tokenizer, texts, None, max_length)
+            self.input_ids_b, self.token_type_ids_b = _tokenize(tokenizer, pairs, None, max_length)
+        else:
+            self.input_ids, self.token_type_ids = _tokenize(tokenizer, texts, pairs, max_length)
+            self.input_ids_b, self.token_type_ids_b = None, None
         self.labels: list[int] | None = None
         if "label" in frame.columns:
             if not pd.api.types.is_integer_dtype(frame["label"]):
@@ -191,29 +193,66 @@ class TextClassificationDataset(Dataset):
                 )
             self.labels = frame["label"].to_numpy(dtype=np.int64).tolist()
         self.lengths = np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
+        if self.input_ids_b is not None:  # a pair batch costs its longer side
+            self.lengths = np.maximum(self.lengths, [len(ids) for ids in self.input_ids_b])
         self.preprocessing = tokenizer_settings(tokenizer, int(max_length), pairs is not None)
+        if self.siamese:
+            self.preprocessing["siamese"] = True
 
     def fingerprint(self) -> str:
         """Hash of exactly what the encoder sees (token ids and types): the data part of a cache key."""
         from headstart.cache.key import array_digest
 
-        flat = np.fromiter((t for ids in self.input_ids for t in ids), dtype=np.int64, count=int(self.lengths.sum()))
-        types = None
-        if self.token_type_ids is not None:
-            types = np.fromiter((t for ids in self.token_type_ids for t in ids), dtype=np.int64,
-                                count=int(self.lengths.sum()))
-        return array_digest(self.lengths, flat, types)
+        parts = [_flat(self.input_ids), _flat(self.token_type_ids)]
+        if self.input_ids_b is not None:  # both sides' own lengths keep the row boundaries in the hash
+            side_lengths = np.array([[len(a), len(b)] for a, b in zip(self.input_ids, self.input_ids_b, strict=True)])
+            parts += [side_lengths, _flat(self.input_ids_b), _flat(self.token_type_ids_b)]
+        return array_digest(self.lengths, *parts)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def _side(self, ids: list[list[int]], types: list[list[int]] | None, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"input_ids": ids[index]}
+        if types is not None:
+            item["token_type_ids"] = types[index]
+        return item
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"input_ids": self.input_ids[index]}
-        if self.token_type_ids is not None:
-            item["token_type_ids"] = self.token_type_ids[index]
+        if self.input_ids_b is not None:
+            item = {"a": self._side(self.input_ids, self.token_type_ids, index),
+                    "b": self._side(self.input_ids_b, self.token_type_ids_b, index)}
+        else:
+            item = self._side(self.input_ids, self.token_type_ids, index)
         if self.labels is not None:
             item["labels"] = self.labels[index]
         return item
+
+
+def _tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None,
+              max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+    input_ids: list[list[int]] = []
+    token_type_ids: list[list[int]] = []
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        stop = start + _TOKENIZE_CHUNK
+        encoding = tokenizer(
+            texts[start:stop],
+            pairs[start:stop] if pairs is not None else None,
+            truncation=True,
+            max_length=int(max_length),
+            padding=False,
+            return_attention_mask=False,
+        )
+        input_ids.extend(list(ids) for ids in encoding["input_ids"])
+        if "token_type_ids" in encoding:
+            token_type_ids.extend(list(ids) for ids in encoding["token_type_ids"])
+    return input_ids, token_type_ids or None
+
+
+def _flat(rows: list[list[int]] | None) -> np.ndarray | None:
+    if rows is None:
+        return None
+    return np.fromiter((t for ids in rows for t in ids), dtype=np.int64, count=sum(len(ids) for ids in rows))
 
 
 def tokenizer_settings(tokenizer: Any, max_length: int, pairs: bool) -> dict[str, Any]:
@@ -250,7 +289,18 @@ class TextCollator:
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = int(pad_to_multiple_of) if pad_to_multiple_of else None
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if features and "a" in features[0]:  # Siamese pairs: each side padded to its own longest item
+            batch: dict[str, Any] = {side: self._pad([f[side] for f in features]) for side in ("a", "b")}
+            if "labels" in features[0]:
+                batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+            return batch
+        batch = self._pad(features)
+        if features and "labels" in features[0]:
+            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+        return batch
+
+    def _pad(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
         width = max(lengths, default=0)
         if self.pad_to_multiple_of:
@@ -267,8 +317,6 @@ class TextCollator:
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
         if with_types:
             batch["token_type_ids"] = torch.from_numpy(token_type_ids)
-        if features and "labels" in features[0]:
-            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
         return batch
 
 
@@ -300,9 +348,10 @@ def _check_settings(
         raise ConfigError("; ".join(problems) + ".")
 
 
-def _read_split(path: str | os.PathLike[str], fmt: str, where: str, columns: dict[str, str]) -> pd.DataFrame:
+def _read_split(path: str | os.PathLike[str], fmt: str, where: str, columns: dict[str, str],
+                column_names: Sequence[str] | None = None) -> pd.DataFrame:
     text_columns = [c for key, c in columns.items() if key != "data.label_column"]
-    frame = read_table(path, fmt, where, text_columns=text_columns)
+    frame = read_table(path, fmt, where, text_columns=text_columns, column_names=column_names)
     return _select_columns(frame, columns, path, where)
 
 
@@ -317,7 +366,8 @@ def _select_columns(
         hints = "".join(did_you_mean(name, available) for name in missing.values())
         headerless = any(len(c) > 40 or _is_number(c) for c in available)
         header_hint = (
-            " The column names look like data, so the file may have no header line: add one naming the columns."
+            " The column names look like data, so the file may have no header line: add one naming the columns, "
+                "or name them in data.column_names (e.g. [text, text_pair, label])."
             if headerless
             else ""
         )

@@ -28,6 +28,7 @@ __all__ = [
     "make_loader",
     "resolve_device",
     "resolve_image_settings",
+    "resolve_pair",
     "resolve_precision",
     "seed_everything",
 ]
@@ -100,10 +101,30 @@ def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -
 
     collate = TextCollator(pad_token_id=tokenizer.pad_token_id or 0)
     return {
-        split: make_loader(cfg, TextClassificationDataset(frame, tokenizer, cfg.data.max_length), collate,
-                           train=split == "train")
+        split: make_loader(cfg, TextClassificationDataset(frame, tokenizer, cfg.data.max_length,
+                                                          siamese=cfg.backbone.pair == "siamese"),
+                           collate, train=split == "train")
         for split, frame in frames.items() if frame is not None
     }
+
+
+def resolve_pair(cfg: RunConfig, pairs: bool, image: bool) -> None:
+    """Settle ``backbone.pair`` from the data (auto: cross-encoder for text pairs, Siamese for image pairs)
+    and reject what cannot work, before any model is built."""
+    from headstart.errors import ConfigError
+
+    b = cfg.backbone
+    if not pairs:
+        if b.pair == "siamese":
+            where = "an .npz with 'xa', 'xb' (and 'y')" if image else "data.text_pair_column (the second text)"
+            raise ConfigError(f"backbone.pair is 'siamese' but data.train holds single inputs, not pairs. Give pairs "
+                              f"({where}) or remove backbone.pair.")
+        return
+    if image and b.pair == "cross":
+        raise ConfigError("backbone.pair is 'cross' but a cross-encoder reads both texts as one token sequence; image "
+                          "pairs need backbone.pair: siamese (one shared ResNet per side + backbone.fusion).")
+    if b.pair == "auto":
+        b.pair = "siamese" if image else "cross"
 
 
 def resolve_image_settings(cfg: RunConfig, train: Any) -> None:

@@ -35,6 +35,7 @@ from headstart.experiments.build import (
     build_trainer_kwargs,
     configure_threads,
     resolve_image_settings,
+    resolve_pair,
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect
@@ -81,6 +82,8 @@ def run_fit(
             f"encoders through the Python API (headstart.create_finetune_model + pl.Trainer); `headstart inspect` "
             f"already shows their layer map."
         )
+    if not image:
+        resolve_pair(cfg, cfg.data.text_pair_column is not None, image=False)
     run = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     threads = configure_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
@@ -89,13 +92,14 @@ def run_fit(
     d = cfg.data
     if image:
         splits: Any = load_image_splits(d, cfg.trainer.seed)
+        resolve_pair(cfg, splits.train.is_pairs, image=True)
         resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
         train_labels = splits.train.y
     else:
         splits = load_text_splits(
             train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
             text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-            train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format,
+            train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format, column_names=d.column_names,
         )
         train_labels = splits.train["label"].to_numpy()
     label_map = splits.label_map

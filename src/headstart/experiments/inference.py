@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from headstart.cache import CachePlan, FeatureCache, cached_features
 from headstart.config import RunConfig, load_config
 from headstart.data import LabelMap, TextClassificationDataset, TextCollator, load_text_frame
+from headstart.data.readers import SUFFIXES
 from headstart.experiments.build import build_model, make_loader
 from headstart.experiments.rundir import require_run_dir
 from headstart.metrics import classification_metrics
@@ -54,16 +55,20 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
 
 
 def _loader(loaded: LoadedRun, frame: pd.DataFrame) -> DataLoader:
-    dataset = TextClassificationDataset(frame, loaded.tokenizer, loaded.cfg.data.max_length)
+    dataset = TextClassificationDataset(frame, loaded.tokenizer, loaded.cfg.data.max_length,
+                                        siamese=loaded.cfg.backbone.pair == "siamese")
     collate = TextCollator(loaded.tokenizer.pad_token_id or 0)
     return make_loader(loaded.cfg, dataset, collate, train=False)
 
 
 def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.DataFrame:
     d = loaded.cfg.data
+    # A file named like the training data (.txt read as tsv, say) is read the same way; others by suffix.
+    fmt = "auto" if any(str(path).lower().endswith(s) for s in SUFFIXES) else d.format
     return load_text_frame(
         str(path), text_column=d.text_column, text_pair_column=d.text_pair_column, label_column=d.label_column,
-        label_map=loaded.label_map, fmt="auto", require_labels=require_labels, where="--data",
+        label_map=loaded.label_map, fmt=fmt, require_labels=require_labels, where="--data",
+        column_names=d.column_names,
     )
 
 

@@ -296,7 +296,8 @@ def classification_metrics(y_true: Any, proba: Any, n_classes: int, prefix: str 
     """Every metric headstart logs for a classification split, from the labels and class probabilities.
 
     Keys: ``acc``, ``f1``, ``precision``, ``recall`` (macro), ``mcc``, ``loss`` (log loss) and, for two
-    classes only, ``auc`` (of ``proba[:, 1]``); each key is prefixed with ``prefix`` (e.g. ``"val_"``).
+    classes only, ``auc`` (of ``proba[:, 1]``) and ``f1_pos`` (F1 of class index 1, the figure GLUE reports
+    for MRPC / QQP); each key is prefixed with ``prefix`` (e.g. ``"val_"``).
     Predictions are ``argmax(proba)``.
     """
     n = _check_n_classes(n_classes)
@@ -313,4 +314,6 @@ def classification_metrics(y_true: Any, proba: Any, n_classes: int, prefix: str 
     }
     if n == 2:
         out["auc"] = roc_auc_binary(t, p[:, 1])
+        tp, fp, fn = _per_class(confusion_matrix(t, pred, n))
+        out["f1_pos"] = float(_safe_div(2 * tp[1:], 2 * tp[1:] + fp[1:] + fn[1:])[0])
     return {f"{prefix}{k}": v for k, v in out.items()}

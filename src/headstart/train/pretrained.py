@@ -92,7 +92,14 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def architecture_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``backbone.<key>: checkpoint X, this config Y`` for every architecture value that differs."""
+    """``backbone.<key>: checkpoint X, this config Y`` for every architecture value that differs.
+
+    A single-input checkpoint loads into a Siamese model's shared encoder (and back): the encoders are
+    compared then, not the wrappers."""
+    siamese = [arch.get("type") == "SiameseBackbone" for arch in (recorded, current)]
+    if siamese[0] != siamese[1]:
+        recorded = recorded.get("encoder", recorded) if siamese[0] else recorded
+        current = current.get("encoder", current) if siamese[1] else current
     a, b = _flatten(recorded), _flatten(current)
     lines = []
     for key in sorted(set(a) | set(b)):

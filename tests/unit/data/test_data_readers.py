@@ -167,3 +167,30 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_zero_rows(tmp_path: Path, name: str, content: str) -> None:
     with pytest.raises(DataError, match=r"(no data rows|is empty)"):
         read_table(_write(tmp_path / name, content))
+
+
+def test_headerless_tsv_with_column_names(tmp_path: Path) -> None:
+    path = tmp_path / "afqmc.txt"  # AFQMC-style: no header, tab-separated, a quote inside a text
+    path.write_text('花呗怎么还款\t借呗"如何"还\t0\n007\t1e5\t1\n', encoding="utf-8")
+    frame = read_table(path, "tsv", text_columns=["a", "b"], column_names=["a", "b", "label"])
+    assert list(frame.columns) == ["a", "b", "label"] and len(frame) == 2
+    assert frame["a"].tolist() == ["花呗怎么还款", "007"] and frame["b"].tolist() == ['借呗"如何"还', "1e5"]
+    assert frame["label"].tolist() == [0, 1]
+    with pytest.raises(DataError, match=r"gives 2 names \('a', 'b'\) but the lines of .* have 3 fields"):
+        read_table(path, "tsv", column_names=["a", "b"])
+    records = tmp_path / "x.jsonl"
+    records.write_text('{"a": 1}\n')
+    with pytest.raises(ConfigError, match=r"header-less csv/tsv files, but data.train .* is read as jsonl"):
+        read_table(records, column_names=["a"])
+
+
+def test_headerless_file_hint_names_column_names(tmp_path: Path) -> None:
+    from headstart.data.text import load_text_splits
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("".join(f"first text number {i} is here\tsecond text {i} there\t{i % 2}\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"may have no header line.*data.column_names"):
+        load_text_splits(train=path, val=None, test=None, text_column="text", label_column="label")
+    splits = load_text_splits(train=path, val=None, test=None, text_column="q1", text_pair_column="q2",
+                              label_column="y", column_names=["q1", "q2", "y"], val_fraction=0.2)
+    assert len(splits.train) + len(splits.val) == 20 and set(splits.train.columns) >= {"text", "text_pair"}

@@ -217,6 +217,7 @@ def test_classification_metrics_match_sklearn(seed: int, n_classes: int) -> None
     }
     if n_classes == 2:
         expected["auc"] = sk.roc_auc_score(y_true, proba[:, 1])
+        expected["f1_pos"] = sk.f1_score(y_true, y_pred, pos_label=1, average="binary", zero_division=0)
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
@@ -229,13 +230,14 @@ def test_classification_metrics_prefix_and_auc_only_for_binary() -> None:
         "val_acc",
         "val_auc",
         "val_f1",
+        "val_f1_pos",
         "val_loss",
         "val_mcc",
         "val_precision",
         "val_recall",
     ]
     y5, p5 = _proba(0, 5, n=40)
-    assert "auc" not in classification_metrics(y5, p5, 5)
+    assert "auc" not in classification_metrics(y5, p5, 5) and "f1_pos" not in classification_metrics(y5, p5, 5)
     assert not any(k.endswith("auc") for k in classification_metrics(y5, p5, 5, prefix="train_"))
 
 
