@@ -10,6 +10,7 @@
    means, the fine-tune minus scratch gap (target >= 3 points), each command and its wall time.
 
 Run from the repo root:  python benchmarks/run_issue4_transfer.py [--seeds 0 1 2] [--only finetune scratch]
+                         [--arch resnet14]   (both datasets; results in issue4_transfer_resnet14.{json,md})
 Needs ../shared/data/mnist and ../shared/data/notmnist_small_10k; skips cleanly without them.
 """
 
@@ -39,6 +40,7 @@ VARIANTS: dict[str, list[str]] = {
     "cosface": ["--strategy", "full", "--pretrain", "{pretrained}", "--set", "head.type=cosface",
                 "--set", "head.scale=16", "--set", "head.margin=0.2"],
 }
+STEM = "issue4_transfer"  # results file name (an --arch run adds _ARCH)
 TARGET_GAP = 3.0  # accuracy points, fine-tune over scratch, mean over seeds
 
 
@@ -64,29 +66,35 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--skip-pretrain", action="store_true", help="reuse benchmarks/runs/issue4/mnist")
+    p.add_argument("--skip-pretrain", action="store_true", help="reuse benchmarks/runs/issue4[_ARCH]/mnist")
+    p.add_argument("--arch", help="backbone.arch for pretraining and every variant (default: the configs')")
     args = p.parse_args(argv)
+    global RUNS, STEM
+    if args.arch:
+        RUNS, STEM = RUNS.with_name(f"issue4_{args.arch}"), f"{STEM}_{args.arch}"
+    arch = ["--set", f"backbone.arch={args.arch}"] if args.arch else []
     if not ((DATA / "mnist").is_dir() and (DATA / "notmnist_small_10k").is_dir()):
         print(f"{DATA}/mnist or notmnist_small_10k is absent: nothing to benchmark.")
         return 0
-    out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}, "commands": {}}
+    out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}, "commands": {},
+                           "argv": " ".join(argv if argv is not None else sys.argv[1:])}
     pretrained = RUNS / "mnist"
     if not args.skip_pretrain:
-        cmd = ["headstart", "pretrain", PRETRAIN_CONFIG, "--output-dir", str(pretrained.relative_to(ROOT)),
+        cmd = ["headstart", "pretrain", PRETRAIN_CONFIG, *arch, "--output-dir", str(pretrained.relative_to(ROOT)),
                "--overwrite"]
-        code, wall = _run(cmd, RESULTS / "issue4_logs" / "pretrain.log")
+        code, wall = _run(cmd, RESULTS / "issue4_logs" / f"{STEM}_pretrain.log")
         out["pretrain"] = {"command": " ".join(cmd), "exit_code": code, "wall_s": wall}
         if code != 0:
-            print(f"pretraining failed (exit {code}); see {RESULTS / 'issue4_logs' / 'pretrain.log'}", file=sys.stderr)
+            print(f"pretraining failed (exit {code}); see {RESULTS / 'issue4_logs' / f'{STEM}_pretrain.log'}", file=sys.stderr)
             return code
         out["pretrain"].update(_summary(pretrained))
     for variant in args.only:
         for seed in args.seeds:
             run_dir = RUNS / f"{variant}_s{seed}"
             extra = [a.replace("{pretrained}", str(pretrained.relative_to(ROOT))) for a in VARIANTS[variant]]
-            cmd = ["headstart", "fit", FINETUNE_CONFIG, *extra, "--seed", str(seed), "--output-dir",
+            cmd = ["headstart", "fit", FINETUNE_CONFIG, *extra, *arch, "--seed", str(seed), "--output-dir",
                    str(run_dir.relative_to(ROOT)), "--overwrite"]
-            code, wall = _run(cmd, RESULTS / "issue4_logs" / f"{variant}_s{seed}.log")
+            code, wall = _run(cmd, RESULTS / "issue4_logs" / f"{STEM}_{variant}_s{seed}.log")
             row: dict[str, Any] = {"command": " ".join(cmd), "exit_code": code, "wall_s": wall}
             if code == 0:
                 row.update(_summary(run_dir))
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             _write(out)
     out["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     _write(out)
-    print((RESULTS / "issue4_transfer.md").read_text())
+    print((RESULTS / f"{STEM}.md").read_text())
     return 0
 
 
@@ -118,9 +126,10 @@ def _write(out: dict[str, Any]) -> None:
         gap = 100 * (ft["test_acc"] - sc["test_acc"])
         out["target"] = {"finetune_minus_scratch_points": round(gap, 2), "bound": TARGET_GAP, "met": gap >= TARGET_GAP}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "issue4_transfer.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
+    (RESULTS / f"{STEM}.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
     lines = ["## Issue 4: MNIST -> notMNIST transfer", "",
-             f"Made with `python benchmarks/run_issue4_transfer.py` ({out['started']}"
+             f"Made with `{' '.join(['python benchmarks/run_issue4_transfer.py', out.get('argv', '')]).strip()}`"
+             f" ({out['started']}"
              f"{' to ' + out['finished'] if 'finished' in out else ', running'}); 2,000-image test split, "
              f"1,000 training images per seed.", ""]
     if "pretrain" in out:
@@ -138,7 +147,7 @@ def _write(out: dict[str, Any]) -> None:
         t = out["target"]
         lines += ["", f"Target: fine-tune - scratch >= {t['bound']} points (mean test accuracy): "
                       f"**{t['finetune_minus_scratch_points']}**, met: {t['met']}."]
-    (RESULTS / "issue4_transfer.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (RESULTS / f"{STEM}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
