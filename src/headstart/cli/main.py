@@ -133,7 +133,7 @@ def inspect(
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Option(help="Labelled file with the run's columns.")],
+    data: Annotated[Path, typer.Option(help="Labelled file with the run's columns (or images: idx, npz, Parquet, folder).")],
     output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
 ) -> None:
     """Metrics of a run's best weights on a labelled file."""
@@ -153,7 +153,7 @@ def evaluate(
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Option(help="File with the run's text column(s).")],
+    data: Annotated[Path, typer.Option(help="File with the run's text column(s), or images like its training data.")],
     output: Annotated[Path, typer.Option(help="Predictions CSV.")] = Path("predictions.csv"),
 ) -> None:
     """Predicted label and class probabilities for every row (CSV)."""
@@ -168,7 +168,7 @@ def predict(
 @app.command()
 def embed(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Option(help="File with the run's text column(s).")],
+    data: Annotated[Path, typer.Option(help="File with the run's text column(s), or images like its training data.")],
     output: Annotated[Path, typer.Option(help="Embeddings Parquet file.")] = Path("embeddings.parquet"),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the feature cache.")] = False,
 ) -> None:

@@ -54,11 +54,55 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
     return LoadedRun(run, cfg, model, label_map, model.backbone.load_tokenizer())
 
 
-def _loader(loaded: LoadedRun, frame: pd.DataFrame) -> DataLoader:
+@dataclass
+class _Inputs:
+    """A new file's rows ready for the model: the loader, each row's position in the file, its labels."""
+
+    loader: DataLoader
+    rows: np.ndarray
+    labels: np.ndarray | None  # class indices, when the file has labels
+
+
+def _inputs(loaded: LoadedRun, path: str | Path, require_labels: bool) -> _Inputs:
+    if loaded.cfg.task == "image_classification":
+        return _image_inputs(loaded, path, require_labels)
+    frame = _frame(loaded, path, require_labels)
     dataset = TextClassificationDataset(frame, loaded.tokenizer, loaded.cfg.data.max_length,
                                         siamese=loaded.cfg.backbone.pair == "siamese")
     collate = TextCollator(loaded.tokenizer.pad_token_id or 0)
-    return make_loader(loaded.cfg, dataset, collate, train=False)
+    labels = frame["label"].to_numpy() if "label" in frame else None
+    return _Inputs(make_loader(loaded.cfg, dataset, collate, train=False), frame["row"].to_numpy(), labels)
+
+
+def _image_inputs(loaded: LoadedRun, path: str | Path, require_labels: bool) -> _Inputs:
+    """Images read like the training data and normalised with the run's training-split statistics."""
+    from dataclasses import replace
+
+    from headstart.data.images import ImageDataset, read_images
+    from headstart.errors import DataError
+
+    d = loaded.cfg.data
+    arrays = read_images(path, image_column=d.image_column, label_column=d.label_column, where="--data")
+    pairs = loaded.cfg.backbone.pair == "siamese"
+    channels = loaded.cfg.backbone.in_channels or arrays.x.shape[1]
+    if arrays.is_pairs != pairs or arrays.x.shape[1] != channels:
+        def kind(is_pairs: bool) -> str:
+            return "image pairs (xa, xb)" if is_pairs else "single images"
+
+        raise DataError(f"--data '{path}' holds {kind(arrays.is_pairs)} with {arrays.x.shape[1]} channel(s), but "
+                        f"the run was trained on {kind(pairs)} with {channels} channel(s); give data shaped like "
+                        f"its training data ({loaded.cfg.data.train}).")
+    labels = None
+    if arrays.y is not None:
+        labels = np.asarray(loaded.label_map.encode(arrays.y.tolist(), f"--data ({path})"), dtype=np.int64)
+        arrays = replace(arrays, y=labels)
+    elif require_labels:
+        raise DataError(f"--data '{path}' has no labels, so it cannot be scored: idx images need their labels file "
+                        f"beside them, .npz a 'y' array, Parquet a '{d.label_column}' column. Use `predict` for "
+                        f"unlabelled images.")
+    mean, std = (d.mean, d.std) if d.normalize else (None, None)
+    loader = DataLoader(ImageDataset(arrays, mean, std), batch_size=d.eval_batch_size)
+    return _Inputs(loader, np.arange(len(arrays.x)), labels)
 
 
 def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.DataFrame:
@@ -74,8 +118,8 @@ def _frame(loaded: LoadedRun, path: str | Path, require_labels: bool) -> pd.Data
 
 def evaluate_file(run_dir: str | Path, data: str | Path) -> dict[str, float]:
     loaded = load_run(run_dir)
-    frame = _frame(loaded, data, require_labels=True)
-    logits, labels = loaded.model.predict_logits(_progress(_loader(loaded, frame), "evaluate"))
+    inputs = _inputs(loaded, data, require_labels=True)
+    logits, labels = loaded.model.predict_logits(_progress(inputs.loader, "evaluate"))
     proba = torch.softmax(logits, dim=-1).numpy()
     return classification_metrics(labels.numpy(), proba, loaded.label_map.n_classes)
 
@@ -83,28 +127,28 @@ def evaluate_file(run_dir: str | Path, data: str | Path) -> dict[str, float]:
 def predict_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
     """Predicted label and one probability column per class, in input row order."""
     loaded = load_run(run_dir)
-    frame = _frame(loaded, data, require_labels=False)
-    logits, _ = loaded.model.predict_logits(_progress(_loader(loaded, frame), "predict"))
+    inputs = _inputs(loaded, data, require_labels=False)
+    logits, _ = loaded.model.predict_logits(_progress(inputs.loader, "predict"))
     proba = torch.softmax(logits, dim=-1).numpy()
-    out = pd.DataFrame({"row": frame["row"].to_numpy()})
+    out = pd.DataFrame({"row": inputs.rows})
     out["prediction"] = loaded.label_map.decode(proba.argmax(1))
     for i, name in enumerate(loaded.label_map.classes):
         out[f"proba_{name}"] = proba[:, i]
-    if "label" in frame:
-        out["label"] = loaded.label_map.decode(frame["label"].to_numpy())
+    if inputs.labels is not None:
+        out["label"] = loaded.label_map.decode(inputs.labels)
     return out
 
 
 def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) -> pd.DataFrame:
     """One ``embedding`` list column (backbone features, eval mode) per input row.
 
-    With ``use_cache`` the features are the feature cache's pooled entry for these weights and these
-    rows: read when present (e.g. left by a linear probe on the same file), written otherwise.
+    With ``use_cache`` the features of a text run are the feature cache's pooled entry for these weights
+    and these rows: read when present (e.g. left by a linear probe on the same file), written otherwise.
     """
     loaded = load_run(run_dir)
-    frame = _frame(loaded, data, require_labels=False)
-    loader = _loader(loaded, frame)
-    if use_cache and loaded.cfg.cache.enabled:
+    inputs = _inputs(loaded, data, require_labels=False)
+    loader = inputs.loader
+    if use_cache and loaded.cfg.cache.enabled and hasattr(loader.dataset, "fingerprint"):
         model = loaded.model
         n = len(model.block_names)
         entry, _ = cached_features(
@@ -115,10 +159,10 @@ def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) ->
         feats = np.asarray(entry.values, dtype=np.float32)
     else:
         feats = loaded.model.get_embeddings(_progress(loader, "embed"))[0].numpy()
-    out = pd.DataFrame({"row": frame["row"].to_numpy()})
+    out = pd.DataFrame({"row": inputs.rows})
     out["embedding"] = list(feats.astype(np.float32))
-    if "label" in frame:
-        out["label"] = loaded.label_map.decode(frame["label"].to_numpy())
+    if inputs.labels is not None:
+        out["label"] = loaded.label_map.decode(inputs.labels)
     return out
 
 

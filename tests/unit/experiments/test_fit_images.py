@@ -46,6 +46,32 @@ def test_reloaded_image_run_predicts_like_the_summary(image_run) -> None:
     assert json.loads((image_run.run_dir / "labels.json").read_text())["classes"] == [0, 1, 2, 3]
 
 
+def test_evaluate_predict_embed_on_new_images(image_run, tmp_path) -> None:
+    from headstart.cli.main import main
+    from headstart.errors import DataError
+    from headstart.experiments.inference import embed_file, evaluate_file, predict_file
+
+    new = write_quadrant_npz(tmp_path / "new.npz", 40, 7, shift=40)
+    metrics = evaluate_file(image_run.run_dir, new)
+    predictions = predict_file(image_run.run_dir, new)
+    assert metrics["acc"] == pytest.approx((predictions["prediction"] == predictions["label"]).mean())
+    assert predictions["row"].tolist() == list(range(40)) and predictions.filter(like="proba_").shape == (40, 4)
+    assert metrics["acc"] >= 0.75
+    emb = embed_file(image_run.run_dir, new)
+    assert len(emb) == 40 and len(emb["embedding"].iloc[0]) == 8  # the head's input: the last ResNet stage
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, x=np.load(new)["x"])
+    assert "label" not in predict_file(image_run.run_dir, unlabelled)
+    with pytest.raises(DataError, match="has no labels, so it cannot be scored"):
+        evaluate_file(image_run.run_dir, unlabelled)
+    pairs = tmp_path / "pairs.npz"
+    np.savez(pairs, xa=np.load(new)["x"], xb=np.load(new)["x"], y=np.load(new)["y"])
+    with pytest.raises(DataError, match=r"holds image pairs \(xa, xb\) with 1 channel\(s\), but the run was "
+                                         r"trained on single images"):
+        predict_file(image_run.run_dir, pairs)
+    assert main(["evaluate", str(image_run.run_dir), "--data", str(new)]) == 0
+
+
 def test_margin_classifier_has_its_own_lr_group() -> None:
     model = FinetuneModule(ResNetBackbone((1,), (4,)), 3, head_type="arcface", head_hidden_dims=[6], lr=1e-3,
                            margin_lr=5e-2)

@@ -157,3 +157,6 @@ def test_fit_image_pairs_from_npz(tmp_path) -> None:
     assert isinstance(model.backbone, SiameseBackbone) and isinstance(model.backbone.encoder, ResNetBackbone)
     assert model.backbone.out_dim == model.backbone.encoder.out_dim + 1
     assert np.isfinite(result.summary["val"]["loss"])
+    new_pairs = write_pair_npz(tmp_path / "new_pairs.npz", 24, 5)
+    metrics = evaluate_file(result.run_dir, new_pairs)
+    assert {"acc", "f1", "f1_pos", "auc"} <= set(metrics) and len(predict_file(result.run_dir, new_pairs)) == 24
