@@ -228,6 +228,19 @@ class ImageDataset(Dataset):
         self.augment = augment if augment is not None and augment.active else None
         self.seed = int(seed)
         self.labels = arrays.y
+        self.lengths = None  # no per-row sizes: the feature cache stores pooled rows for images
+        # What decides the pixels the encoder sees besides the arrays (part of a feature-cache key).
+        self.preprocessing = {"kind": "image", "scale": self.scale, "mean": self.mean.ravel().tolist(),
+                              "std": self.std.ravel().tolist(), "pairs": arrays.is_pairs}
+
+    def fingerprint(self) -> str:
+        """Hash of the images (both sides of pairs): the data part of a feature-cache key. Augmented
+        datasets draw new pixels every epoch, so they have no stable features to cache."""
+        from headstart.cache.key import array_digest
+
+        if self.augment is not None:
+            raise ValueError("An augmented image dataset has no fixed inputs to cache; build it without augment.")
+        return array_digest(self.arrays.x, self.arrays.xb)
 
     def __len__(self) -> int:
         return len(self.arrays.x)

@@ -118,8 +118,8 @@ def run_fit(
 
     # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
     fit_loaders, cache_info = loaders, {"used": False, "reason": "turned off (--no-cache / cache.enabled: false)"}
-    if cfg.cache.enabled and image:
-        cache_info["reason"] = "image runs are not cached yet (augmentation draws new inputs every epoch)"
+    if cfg.cache.enabled and image and getattr(loaders["train"].dataset, "augment", None) is not None:
+        cache_info["reason"] = "data.augment draws new training images every epoch, so no encoder output repeats"
     elif cfg.cache.enabled:
         plan, why = plan_cache(model, cfg.trainer.epochs)
         if plan is None:

@@ -37,7 +37,7 @@ def test_image_run_learns_and_records_everything(image_run) -> None:
     assert float(rows[0]["lr_margin"]) > float(rows[0]["lr_head"])  # margin_lr 2e-2 vs lr 5e-3
     assert summary["val"]["acc"] >= 0.75  # four bright quadrants: separable after 8 epochs (BN statistics need some steps)
     assert summary["roundtrip_max_abs_diff"] == 0.0
-    assert "not cached" in summary["cache"]["reason"]
+    assert "data.augment draws new training images" in summary["cache"]["reason"]
 
 
 def test_reloaded_image_run_predicts_like_the_summary(image_run) -> None:
@@ -70,6 +70,21 @@ def test_evaluate_predict_embed_on_new_images(image_run, tmp_path) -> None:
                                          r"trained on single images"):
         predict_file(image_run.run_dir, pairs)
     assert main(["evaluate", str(image_run.run_dir), "--data", str(new)]) == 0
+
+
+def test_image_linear_probe_without_augmentation_is_cached_exactly(tmp_path) -> None:
+    raw = tiny_image_config(tmp_path, data={"augment": None}, strategy={"name": "linear_probe"},
+                            trainer={"epochs": 2})
+    cached = run_fit(load_config(None, raw=raw), verbose=False).summary
+    raw["output_dir"], raw["cache"] = str(tmp_path / "uncached"), {"enabled": False}
+    plain = run_fit(load_config(None, raw=raw), verbose=False).summary
+    assert cached["cache"]["used"] and cached["cache"]["kind"] == "pooled"
+    assert {e["rows"] for e in cached["cache"]["entries"].values()} == {72, 24}
+    assert cached["val"]["loss"] == pytest.approx(plain["val"]["loss"], rel=1e-5)
+    raw["output_dir"], raw["cache"], raw["strategy"] = str(tmp_path / "partial"), {"enabled": True}, {
+        "name": "partial", "train_last": 1}
+    partial = run_fit(load_config(None, raw=raw), verbose=False).summary
+    assert not partial["cache"]["used"] and "only fully frozen encoders" in partial["cache"]["reason"]
 
 
 def test_margin_classifier_has_its_own_lr_group() -> None:
