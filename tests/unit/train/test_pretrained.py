@@ -15,6 +15,7 @@ from headstart.backbones.resnet import ResNetBackbone
 from headstart.cli.main import main
 from headstart.config import load_config
 from headstart.errors import CheckpointError
+from headstart.train.checkpoint import read_state_dict
 from headstart.train.pretrained import PRETRAINED_META, PRETRAINED_WEIGHTS, load_pretrained
 
 
@@ -81,6 +82,21 @@ def test_reset_policy_and_keep_that_cannot_load(pretrained_run) -> None:
     assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in fresh_head.items())
     with pytest.raises(CheckpointError, match=r"pretrain_head is 'keep' but .*4 classes and this task has 3"):
         load_pretrained(_model(n_classes=3), pretrained_run, verbose=False, head="keep")
+
+
+def test_single_image_checkpoint_loads_into_a_siamese_encoder(pretrained_run) -> None:
+    from headstart.backbones import SiameseBackbone
+
+    model = FinetuneModule(SiameseBackbone(ResNetBackbone((1, 1), (4, 8)), ["absdiff", "cosine"]), 2,
+                           head_hidden_dims=[8], dropout=0.0)
+    report = load_pretrained(model, pretrained_run, verbose=False)
+    assert not report.backbone.missing and not report.backbone.shape_mismatched and not report.head_loaded
+    saved = read_state_dict(pretrained_run / PRETRAINED_WEIGHTS)
+    for key, value in model.backbone.encoder.state_dict().items():
+        assert torch.equal(value, saved[f"backbone.{key}"]), key
+    with pytest.raises(CheckpointError, match=r"backbone.widths: checkpoint \[4, 8\], this config \[6, 8\]"):
+        load_pretrained(FinetuneModule(SiameseBackbone(ResNetBackbone((1, 1), (6, 8))), 2), pretrained_run,
+                        verbose=False)
 
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
