@@ -210,7 +210,7 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -
 
     ``history`` has one row per logged step, each with ``epoch`` and any of ``train_loss``, ``val_loss``,
     ``train_acc``, ``val_acc``, ``val_f1``, ``val_auc``, ``lr``; missing, None and NaN values are skipped,
-    so train and validation rows may be separate.
+    so train and validation rows may be separate. A logged ``val_fisher`` gets its own panel.
     """
     if not isinstance(history, Sequence) or isinstance(history, str | bytes):
         raise DataError(f"plot_curves: history must be a list of dicts, got {type(history).__name__}.")
@@ -228,18 +228,24 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -
 
     loss_keys, metric_keys, lr_keys = _panel_keys(history)
     lr_keys = [k for k in lr_keys if _series(history, k)[0].size > 0]
-    n_panels = 3 if lr_keys else 2
+    # The Fisher ratio is unbounded (often 1-10): on the accuracy axis it would flatten every [0, 1] curve.
+    fisher_keys = [k for k in metric_keys if "fisher" in k and _series(history, k)[0].size > 0]
+    metric_keys = [k for k in metric_keys if "fisher" not in k]
+    n_panels = 2 + bool(fisher_keys) + bool(lr_keys)
     fig = Figure(figsize=(5.0 * n_panels, 4.0), layout="constrained")
-    axes = fig.subplots(1, n_panels, squeeze=False)[0]
-    _draw_panel(axes[0], history, loss_keys, "loss")
-    _draw_panel(axes[1], history, metric_keys, "metrics")
+    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
+    _draw_panel(axes.pop(0), history, loss_keys, "loss")
+    _draw_panel(axes.pop(0), history, metric_keys, "metrics")
+    if fisher_keys:
+        _draw_panel(axes.pop(0), history, fisher_keys, "embeddings: Fisher ratio (between / within)")
     if lr_keys:
-        _draw_panel(axes[2], history, lr_keys, "learning rate")
+        ax = axes.pop(0)
+        _draw_panel(ax, history, lr_keys, "learning rate")
         lr = np.concatenate([_series(history, k)[1] for k in lr_keys])
         if (lr > 0).all() and lr.max() / lr.min() > 20:
-            axes[2].set_yscale("log")
+            ax.set_yscale("log")
         else:
-            axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     with _quiet_glyphs():
         _save_atomic(fig, path)
 

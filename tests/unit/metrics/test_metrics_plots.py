@@ -77,6 +77,20 @@ def test_plot_curves_two_panels_without_lr(tmp_path: Path) -> None:
     assert _read_png(without_lr).shape[1] < _read_png(with_lr).shape[1]
 
 
+def test_plot_curves_gives_the_fisher_ratio_its_own_panel(tmp_path: Path, monkeypatch) -> None:
+    history = [{**row, "val_fisher": 1.5 + row["epoch"]} for row in _history(lr=True)]
+    drawn: list[tuple[str, list[str]]] = []
+    original = plots_mod._draw_panel
+    monkeypatch.setattr(plots_mod, "_draw_panel",
+                        lambda ax, h, keys, title: drawn.append((title, list(keys))) or original(ax, h, keys, title))
+    plot_curves(history, tmp_path / "fisher.png")
+    titles = [t for t, _ in drawn]
+    assert titles[2].startswith("embeddings: Fisher ratio") and drawn[2][1] == ["val_fisher"]
+    assert "val_fisher" not in drawn[1][1] and titles[3] == "learning rate"
+    plot_curves(_history(lr=True), tmp_path / "plain.png")
+    assert _read_png(tmp_path / "fisher.png").shape[1] > _read_png(tmp_path / "plain.png").shape[1]
+
+
 def test_plot_curves_tolerates_missing_none_nan_and_single_epoch(tmp_path: Path, loud_warnings) -> None:
     history = [
         {"epoch": 0, "train_loss": 0.9, "val_loss": None, "val_acc": math.nan, "lr": math.nan},
