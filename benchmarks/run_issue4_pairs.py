@@ -27,6 +27,7 @@ RUNS = ROOT / "benchmarks" / "runs" / "issue4_pairs"  # gitignored
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {"mrpc": "benchmarks/configs/issue4_mrpc.yaml", "afqmc": "benchmarks/configs/issue4_afqmc.yaml"}
 MODES = ("cross", "siamese")
+CHAR_MODEL = "benchmarks/runs/minilm_afqmc_chars"  # MiniLM + AFQMC's characters (make_char_vocab_model.py)
 
 
 def _majority(config: str) -> float:
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{DATA / name} is absent: skipping {name}.")
             continue
         out.setdefault("majority", {})[name] = _majority(DATASETS[name])
+        if name == "afqmc" and not (ROOT / CHAR_MODEL / "config.json").exists():
+            subprocess.run([sys.executable, "benchmarks/make_char_vocab_model.py", str(DATA / "afqmc" / "train.txt"),
+                            CHAR_MODEL], cwd=ROOT, check=True)
         for mode in args.modes:
             run_dir = RUNS / f"{name}_{mode}"
             cmd = ["headstart", "fit", DATASETS[name], "--set", f"backbone.pair={mode}", "--output-dir",
