@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pretraining failed (exit {code}); see {RESULTS / 'issue4_logs' / f'{STEM}_pretrain.log'}", file=sys.stderr)
             return code
         out["pretrain"].update(_summary(pretrained))
+    elif (RESULTS / f"{STEM}.json").exists():  # the checkpoint is reused: keep the record of its pretraining
+        previous = json.loads((RESULTS / f"{STEM}.json").read_text()).get("pretrain")
+        if previous:
+            out["pretrain"] = {**previous, "reused": True}
     for variant in args.only:
         for seed in args.seeds:
             run_dir = RUNS / f"{variant}_s{seed}"
@@ -134,7 +138,8 @@ def _write(out: dict[str, Any]) -> None:
              f"1,000 training images per seed.", ""]
     if "pretrain" in out:
         pt = out["pretrain"]
-        lines += [f"Pretraining: `{pt['command']}`: test acc {pt.get('test_acc')}, {pt['wall_s']} s.", ""]
+        reused = " (checkpoint reused from an earlier run: --skip-pretrain)" if pt.get("reused") else ""
+        lines += [f"Pretraining: `{pt['command']}`: test acc {pt.get('test_acc')}, {pt['wall_s']} s{reused}.", ""]
     lines += ["| variant | seed | test acc | test F1 | val Fisher | train s | wall s | command |", "|---|---|---|---|---|---|---|---|"]
     for key, r in out["runs"].items():
         variant, seed = key.split("/")
