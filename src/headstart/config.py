@@ -68,6 +68,9 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     train_subset: int | None = Field(None, gt=0)
+    # Seed of the val/test carve and train_subset; unset = trainer.seed. Fix it to keep the same rows while
+    # trainer.seed varies (headstart compare does: every strategy and seed sees identical splits).
+    split_seed: int | None = None
     max_length: int = Field(128, ge=8, le=8192)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
@@ -342,6 +345,9 @@ def _format_errors(exc: ValidationError, source: str, overridden: set[str] | Non
     )
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``key.sub=value`` -> (["key", "sub"], YAML-parsed value)."""
     if "=" not in text:
@@ -359,6 +365,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-2 (no dot) as text; on a command line it means a number
     return [k for k in key.strip().split(".") if k], value
 
 

@@ -6,16 +6,16 @@ Every user error surfaces as one paragraph on stderr (exit code 2), never a stac
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from headstart.config import parse_override
 from headstart.errors import ConfigError, HeadstartError
+from headstart.experiments.jobs import setup_logging
 
 __all__ = ["app", "main"]
 
@@ -31,7 +31,6 @@ def _overrides(
 ) -> list[tuple[list[str], object]]:
     import yaml
 
-    from headstart.config import parse_override
     from headstart.strategies import parse_strategy_spec
 
     out: list[tuple[list[str], object]] = []
@@ -55,18 +54,6 @@ def _overrides(
         out.append((["strategy"], fields))
     out += [parse_override(s) for s in sets or []]
     return out
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    # Frozen blocks are in eval mode on purpose (DESIGN rule 6); each phase change is logged instead.
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @app.command()
@@ -108,6 +95,83 @@ app.command(
     help="Train a model on dataset A as CONFIG describes (like fit) and export its best weights with their "
          "architecture record as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset B.",
 )(fit)
+
+
+@app.command()
+def compare(
+    inputs: Annotated[list[Path], typer.Argument(help="A run config (YAML) to run as a strategies x seeds grid, "
+                                                      "or finished run directories to compare.",
+                                                 show_default=False)],
+    strategies: Annotated[str | None, typer.Option(help="Comma-separated strategies, each with optional "
+                                                        "overrides in brackets: 'linear_probe[optim.lr=1e-2],"
+                                                        "partial:2,full'.")] = None,
+    seeds: Annotated[str, typer.Option(help="trainer.seed of each run: 42,43,44 or 42-44.")] = "42,43,44",
+    baseline: Annotated[str | None, typer.Option(help="Strategy the others are tested against (default: full "
+                                                      "if listed, else the first).")] = None,
+    metric: Annotated[str, typer.Option(help="Metric of the table and the tests (test_acc, test_f1, val_acc...).")]
+    = "test_acc",
+    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Comparison directory (default: beside "
+                                                                        "the config's output_dir).")] = None,
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="Seed of the data split shared by every "
+                                                                        "run (default: the config's).")] = None,
+    workers: Annotated[int, typer.Option(help="Runs in parallel, each in its own process (0: in this process).")]
+    = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per run (default: cores / workers).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Config override for every run.")] = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="Run directories: group by strategy or name.")]
+    = "strategy",
+) -> None:
+    """Compare strategies over seeds on identical splits: results.csv, summary.md, plots, report.html."""
+    from headstart.experiments.compare import compare_run_dirs, run_compare
+
+    configs = [p for p in inputs if p.suffix in (".yaml", ".yml") or p.is_file()]
+    if configs and len(inputs) > 1:
+        raise ConfigError(f"compare takes one config (YAML) or several run directories, not both: got {len(inputs)} "
+                          f"paths including {configs[0]}.")
+    if configs:
+        if not strategies:
+            raise ConfigError("compare CONFIG needs --strategies, e.g. --strategies linear_probe,partial:2,full.")
+        result = run_compare(configs[0], strategies, seeds, overrides=[parse_override(s) for s in sets or []],
+                             output_dir=output_dir, split_seed=split_seed, workers=workers, threads=threads,
+                             metric=metric, baseline=baseline)
+    else:
+        if strategies or sets:
+            raise ConfigError("--strategies and --set apply to a config grid; run directories are compared as "
+                              "they are.")
+        result = compare_run_dirs(inputs, output_dir or "compare", metric=metric, baseline=baseline,
+                                  group_by=group_by)
+    failed = [r for r in result.rows if r.get("status") != "done"]
+    typer.echo(f"\n{(result.output_dir / 'summary.md').read_text(encoding='utf-8')}")
+    typer.echo(f"Report: {result.files.get('report.html', result.output_dir / 'report.html')}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stack(
+    inputs: Annotated[list[Path], typer.Argument(help="Base configs (YAML) or finished run directories (their "
+                                                      "config is reused); at least two.", show_default=False)],
+    output_dir: Annotated[str, typer.Option("--output-dir", help="Stack directory (fold runs, OOF, report).")]
+    = "runs/stack",
+    folds: Annotated[int, typer.Option(help="Stratified folds of the training split.")] = 5,
+    split_seed: Annotated[int | None, typer.Option("--split-seed", help="Seed of the data split and the folds "
+                                                                        "(default: the first config's).")] = None,
+    meta: Annotated[str, typer.Option(help="Meta-learner: lightgbm or logreg.")] = "lightgbm",
+    workers: Annotated[int, typer.Option(help="Fold runs in parallel, each in its own process (0: in this "
+                                              "process).")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per run (default: cores / workers).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Config override for every base.")] = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Also give the meta-learner the first base's "
+                                                                  "pretrained encoder features (cached).")] = False,
+) -> None:
+    """Out-of-fold stacking: k-fold runs of each base, a meta-learner on their held-out predictions, judged on
+    the test split against the best single base and the plain average."""
+    from headstart.experiments.stack import run_stack
+
+    result = run_stack(inputs, output_dir=output_dir, folds=folds, split_seed=split_seed, meta=meta,
+                       workers=workers, threads=threads, overrides=[parse_override(s) for s in sets or []],
+                       embeddings=embeddings)
+    typer.echo("\n" + result.files["stack.md"].read_text(encoding="utf-8"))
 
 
 @app.command()
@@ -229,7 +293,7 @@ def cache_clear(
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: user errors become one clear paragraph and exit code 2."""
-    _setup_logging()
+    setup_logging()
     try:
         app(args=argv, standalone_mode=False)
     except HeadstartError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["stratified_split", "stratified_subset"]
+__all__ = ["stratified_kfold", "stratified_split", "stratified_subset"]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +40,22 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         return np.arange(len(codes), dtype=np.int64)
     keep, _drop = _split_by_count(codes, len(codes) - int(n), seed)
     return keep
+
+
+def stratified_kfold(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of every row: each class dealt round-robin over the folds after a seeded shuffle,
+    so fold sizes differ by at most one row per class and every fold keeps the class proportions."""
+    codes = _class_codes(labels)
+    if int(k) < 2:
+        raise ValueError(f"k must be >= 2, got {k!r}")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(codes), dtype=np.int64)
+    offset = 0
+    for cls in range(int(codes.max()) + 1 if len(codes) else 0):
+        members = rng.permutation(np.flatnonzero(codes == cls))
+        folds[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)  # the next class starts where this one stopped: folds stay balanced
+    return folds
 
 
 def _class_codes(labels: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from headstart.experiments.build import (
 )
 from headstart.experiments.inspect import format_inspect
 from headstart.experiments.rundir import peak_rss_mb, prepare_run_dir, trim_heap
-from headstart.fileio import atomic_write_text, write_json
+from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
 from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
@@ -48,7 +48,7 @@ from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, save_wei
 from headstart.train.pretrained import export_pretrained as export_pretrained_weights
 from headstart.train.pretrained import load_pretrained
 
-__all__ = ["FitResult", "format_cache_info", "run_fit"]
+__all__ = ["FitResult", "format_cache_info", "run_fit", "save_predictions"]
 
 log = logging.getLogger("headstart")
 
@@ -67,11 +67,17 @@ def run_fit(
     verbose: bool = True,
     callbacks: list[pl.Callback] | None = None,
     export_pretrained: bool = False,
+    splits: Any = None,
+    predict: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
     ``export_pretrained`` (``headstart pretrain``): also write the best weights as ``pretrained.safetensors``
-    with their architecture record, for ``fit --pretrain`` on another dataset.
+    with their architecture record, for ``fit --pretrain`` on another dataset. ``splits`` (text or image
+    splits, as the loaders return them) replaces reading ``cfg.data``: headstart stack trains fold models so.
+    ``predict`` adds named row sets (frames / image arrays like the splits') that the best weights predict:
+    like val and test, their class probabilities go to ``predictions/<name>.npz`` (through the feature
+    cache where the run uses it).
     """
     t0 = time.perf_counter()
     image = cfg.task == "image_classification"
@@ -90,17 +96,20 @@ def run_fit(
 
     # Data and label map (seeded splits: the same config always gives the same rows).
     d = cfg.data
+    split_seed = cfg.trainer.seed if d.split_seed is None else d.split_seed
+    if splits is None and image:
+        splits = load_image_splits(d, split_seed)
+    elif splits is None:
+        splits = load_text_splits(
+            train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
+            text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+            train_subset=d.train_subset, seed=split_seed, fmt=d.format, column_names=d.column_names,
+        )
     if image:
-        splits: Any = load_image_splits(d, cfg.trainer.seed)
         resolve_pair(cfg, splits.train.is_pairs, image=True)
         resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
         train_labels = splits.train.y
     else:
-        splits = load_text_splits(
-            train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
-            text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-            train_subset=d.train_subset, seed=cfg.trainer.seed, fmt=d.format, column_names=d.column_names,
-        )
         train_labels = splits.train["label"].to_numpy()
     label_map = splits.label_map
     class_names = [str(c) for c in label_map.classes]
@@ -108,7 +117,10 @@ def run_fit(
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
     pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head) if cfg.pretrain else None
-    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test, **(predict or {})}
+    if predict and set(predict) & {"train", "val", "test"}:
+        raise ConfigError(f"predict names {sorted(set(predict) & {'train', 'val', 'test'})} clash with the run's "
+                          f"own splits; use other names.")
     if image:
         loaders = build_image_loaders(cfg, parts)
     else:
@@ -182,13 +194,15 @@ def run_fit(
     model.load_state_dict(read_state_dict(best_path), strict=False)
     results: dict[str, dict[str, float]] = {}
     cms: dict[str, np.ndarray] = {}
-    for split in ("val", "test"):
+    for split in ("val", "test", *(predict or {})):
         if split not in fit_loaders:
             continue
         logits, labels = model.predict_logits(fit_loaders[split])
         proba = torch.softmax(logits, dim=-1).numpy()
-        results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
-        cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
+        save_predictions(run / "predictions" / f"{split}.npz", proba, labels, parts[split])
+        if split in ("val", "test"):
+            results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
+            cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
 
     roundtrip = verify_roundtrip(run, model, loaders["val"])
     plot_curves(metrics_csv.rows, run / "plots" / "curves.png")
@@ -212,6 +226,7 @@ def run_fit(
         "peak_rss_train_mb": round(rss_train, 1),
         "strategy": model.strategy.describe(),
         "seed": cfg.trainer.seed,
+        "split_seed": split_seed,
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": 0 if splits.test is None else len(splits.test),
@@ -235,6 +250,17 @@ def run_fit(
     if verbose:
         print(json.dumps({k: summary[k] for k in ("best_epoch", "val", "test", "wall_time_s")}, indent=2))
     return FitResult(run, summary)
+
+
+def save_predictions(path: Path, proba: np.ndarray, labels: torch.Tensor | None, rows: Any) -> None:
+    """Class probabilities of one split in row order (``row``: the file's row numbers where known), written
+    atomically: what ensembles and paired tests of several runs are built from."""
+    row = rows["row"].to_numpy() if hasattr(rows, "columns") and "row" in rows.columns else np.arange(len(proba))
+    payload = {"proba": proba.astype(np.float32), "row": row.astype(np.int64)}
+    if labels is not None:
+        payload["label"] = labels.numpy().astype(np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
 
 
 def release_training_state(trainer: pl.Trainer, model: torch.nn.Module) -> None:

@@ -6,6 +6,7 @@ from headstart.strategies.base import (
     STRATEGY_NAMES,
     LoraSpec,
     Strategy,
+    format_strategy_spec,
     parse_block_range,
     parse_strategy_spec,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "LoraSpec",
     "Strategy",
     "apply_lora",
+    "format_strategy_spec",
     "lora_candidates",
     "parse_block_range",
     "parse_strategy_spec",

@@ -20,7 +20,7 @@ from typing import Any
 
 from headstart.errors import ConfigError, LayerMapError, did_you_mean
 
-__all__ = ["STRATEGY_NAMES", "LoraSpec", "Strategy", "parse_block_range", "parse_strategy_spec"]
+__all__ = ["STRATEGY_NAMES", "LoraSpec", "Strategy", "format_strategy_spec", "parse_block_range", "parse_strategy_spec"]
 
 STRATEGY_NAMES = ("full", "linear_probe", "partial", "gradual", "lora")
 
@@ -157,6 +157,21 @@ def parse_strategy_spec(spec: str) -> dict[str, Any]:
     else:
         raise ConfigError(f"Strategy '{name}' takes no ':' argument (got '{spec}'); write just '{name}'.")
     return fields
+
+
+def format_strategy_spec(fields: dict[str, Any]) -> str:
+    """Strategy fields (a config's ``strategy`` section) -> the CLI shorthand: a short label for tables."""
+    name = fields.get("name", "full")
+    if name == "partial":
+        arg = fields.get("train_last") if fields.get("train_last") is not None else fields.get("freeze")
+        return f"partial:{arg}" if arg is not None else "partial"
+    if name == "gradual":
+        every = fields.get("unfreeze_every")
+        return f"gradual:{fields.get('freeze_epochs', 0)}" + (f":{every}" if every else "")
+    if name == "lora":
+        r = (fields.get("lora") or {}).get("r")
+        return f"lora:{r}" if r is not None else "lora"
+    return str(name)
 
 
 def _spec_int(text: str, spec: str, why: str) -> int:

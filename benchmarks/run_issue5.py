@@ -1,0 +1,97 @@
+"""Issue 5 acceptance: `headstart compare` on SST-2 and `headstart stack` on AG News, through the CLI.
+
+compare: ``benchmarks/configs/issue5_sst2_compare.yaml`` with linear_probe, partial:2 and full (each with its
+own learning rates, in brackets) over seeds 42, 43, 44 on one seeded 2,000-row training subset and the
+872-row test file; the target is under 45 minutes of wall time on 2 cores. Its summary.md, report.html and
+results.csv are copied to ``benchmarks/results/issue5_sst2_compare/``.
+
+stack: ``benchmarks/configs/issue5_agnews_{probe,partial2,full}.yaml`` (three MiniLM bases on the same
+rows), 5 stratified folds, LightGBM meta-learner (logistic regression alongside); ``stack.md`` is copied to
+``benchmarks/results/issue5_agnews_stack.md``.
+
+Each step writes ``benchmarks/results/issue5.json`` (command, wall time, exit code, machine) as it ends.
+Run from the repo root:  python benchmarks/run_issue5.py [--only compare stack] [--workers N]
+Needs ../shared/data/sst2 and ../shared/data/ag_news; skips a step whose data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs" / "issue5"  # gitignored
+DATA = ROOT.parent / "shared" / "data"
+STRATEGIES = ("linear_probe[optim.lr=1e-2,optim.weight_decay=0,trainer.epochs=8],"
+              "partial:2[optim.encoder_lr=1e-4],full")
+STACK_BASES = [f"benchmarks/configs/issue5_agnews_{b}.yaml" for b in ("probe", "partial2", "full")]
+COMPARE_LIMIT_S = 45 * 60
+
+
+def _run(cmd: list[str], log: Path) -> tuple[int, float]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as fh:
+        code = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+    return code, round(time.perf_counter() - t0, 1)
+
+
+def compare(workers: int) -> dict[str, Any]:
+    out = RUNS / "sst2_compare"
+    cmd = ["headstart", "compare", "benchmarks/configs/issue5_sst2_compare.yaml", "--strategies", STRATEGIES,
+           "--seeds", "42,43,44", "--baseline", "full", "--workers", str(workers),
+           "--output-dir", str(out.relative_to(ROOT))]
+    code, wall = _run(cmd, RESULTS / "issue5_logs" / "sst2_compare.log")
+    dest = RESULTS / "issue5_sst2_compare"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.md", "report.html", "results.csv"):
+        if (out / name).exists():
+            shutil.copyfile(out / name, dest / name)
+    return {"command": " ".join(f"'{c}'" if "[" in c else c for c in cmd), "exit_code": code, "wall_s": wall,
+            "under_45_min": wall < COMPARE_LIMIT_S, "copied_to": str(dest.relative_to(ROOT))}
+
+
+def stack(workers: int) -> dict[str, Any]:
+    out = RUNS / "agnews_stack"
+    cmd = ["headstart", "stack", *STACK_BASES, "--folds", "5", "--meta", "lightgbm", "--workers", str(workers),
+           "--output-dir", str(out.relative_to(ROOT))]
+    code, wall = _run(cmd, RESULTS / "issue5_logs" / "agnews_stack.log")
+    if (out / "stack.md").exists():
+        shutil.copyfile(out / "stack.md", RESULTS / "issue5_agnews_stack.md")
+    record: dict[str, Any] = {"command": " ".join(cmd), "exit_code": code, "wall_s": wall}
+    if (out / "stack.json").exists():
+        record["results"] = json.loads((out / "stack.json").read_text())["results"]
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=("compare", "stack"), default=["compare", "stack"])
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    path = RESULTS / "issue5.json"
+    record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    record["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    steps = {"compare": ("sst2", compare), "stack": ("ag_news", stack)}
+    for name in args.only:
+        data, fn = steps[name]
+        if not (DATA / data).is_dir():
+            print(f"{DATA / data} is absent: skipping {name}.")
+            continue
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        record[name] = {"started": started, **fn(args.workers)}
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{name}: exit {record[name]['exit_code']}, {record[name]['wall_s']} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

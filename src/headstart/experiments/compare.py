@@ -1,0 +1,326 @@
+"""``headstart compare``: strategies x seeds on identical splits, answered with a table and a paired test.
+
+The grid is one base config; each cell changes only the strategy (plus the overrides written beside it,
+``linear_probe[optim.lr=1e-2]``) and ``trainer.seed``. ``data.split_seed`` is pinned for every cell, so
+all runs see the same rows and differences between strategies are paired by seed. Finished cells are
+skipped on a rerun (the cell's config is hashed, a changed cell is rerun), interrupted ones resume from
+their ``last.ckpt``; frozen-prefix features come from the shared feature cache. ``results.csv`` is
+rewritten after every cell, so an interrupted grid still leaves its numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headstart.config import apply_overrides, load_config, parse_override
+from headstart.errors import ConfigError, RunDirError
+from headstart.experiments.jobs import FitJob, run_jobs, threads_per_worker
+from headstart.fileio import atomic_path, write_json
+from headstart.strategies import format_strategy_spec, parse_strategy_spec
+
+__all__ = [
+    "BASE_COLUMNS",
+    "CompareResult",
+    "StrategyCell",
+    "compare_run_dirs",
+    "parse_seeds",
+    "parse_strategies",
+    "row_from_run",
+    "run_compare",
+    "write_results_csv",
+]
+
+# results.csv: these first, then every val_* / test_* metric (sorted).
+BASE_COLUMNS = ("run", "strategy", "seed", "status", "run_dir", "wall_time_s", "train_time_s",
+                "trainable_params", "total_params", "peak_rss_mb", "peak_rss_train_mb", "best_epoch",
+                "epochs_run", "cache_used")
+STATE_FILE = "compare.json"
+
+
+@dataclass(frozen=True)
+class StrategyCell:
+    """One strategy of the grid: its label (as typed), strategy fields and its own config overrides."""
+
+    label: str
+    fields: dict[str, Any]
+    overrides: tuple[tuple[tuple[str, ...], Any], ...] = ()
+
+    @property
+    def slug(self) -> str:
+        """A directory-safe name: ``partial:2`` -> ``partial-2``; overrides add a short hash."""
+        spec = self.label.split("[", 1)[0]
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec).strip("-")
+        if self.overrides:
+            slug += "-" + hashlib.sha1(self.label.encode()).hexdigest()[:6]
+        return slug
+
+
+@dataclass
+class CompareResult:
+    output_dir: Path
+    rows: list[dict[str, Any]]
+    files: dict[str, Path]
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside [...] (``a[x=1,y=2],b`` -> two items)."""
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"--strategies '{text}': a ']' has no matching '['.")
+        if ch == "," and depth == 0:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if depth:
+        raise ConfigError(f"--strategies '{text}': a '[' is never closed; write e.g. linear_probe[optim.lr=1e-2].")
+    items.append(cur.strip())
+    return [i for i in items if i]
+
+
+def parse_strategies(text: str | Sequence[str]) -> list[StrategyCell]:
+    """``"linear_probe[optim.lr=1e-2],partial:2,full"`` -> cells; brackets hold per-strategy overrides."""
+    raw = _split_top_level(text) if isinstance(text, str) else [t.strip() for t in text if t.strip()]
+    if not raw:
+        raise ConfigError("--strategies is empty: give at least one, e.g. --strategies linear_probe,partial:2,full.")
+    cells, seen = [], set()
+    for item in raw:
+        spec, _, rest = item.partition("[")
+        overrides: list[tuple[tuple[str, ...], Any]] = []
+        if rest:
+            if not rest.endswith("]"):
+                raise ConfigError(f"Strategy '{item}': text after ']' is not understood; write "
+                                  f"spec[key=value,key=value], e.g. linear_probe[optim.lr=1e-2].")
+            for part in _split_top_level(rest[:-1]):
+                keys, value = parse_override(part)
+                if keys[0] in ("strategy", "output_dir") or keys == ["trainer", "seed"]:
+                    raise ConfigError(f"Strategy '{item}' overrides '{'.'.join(keys)}', which compare sets for "
+                                      f"every cell (strategy, seed, run directory); remove it from the brackets.")
+                overrides.append((tuple(keys), value))
+        try:
+            fields = parse_strategy_spec(spec.strip())
+        except ValueError as exc:
+            raise ConfigError(f"Strategy '{item}' in --strategies is not understood: {exc} Examples: full, "
+                              f"linear_probe, partial:2, gradual:2, lora:16.") from None
+        if item in seen:
+            raise ConfigError(f"Strategy '{item}' is listed twice in --strategies; list each once.")
+        seen.add(item)
+        cells.append(StrategyCell(item, fields, tuple(overrides)))
+    slugs = [c.slug for c in cells]
+    for c in cells:
+        if slugs.count(c.slug) > 1:
+            raise ConfigError(f"Strategies {[d.label for d in cells if d.slug == c.slug]} would share the run "
+                              f"directory name '{c.slug}'; make their specs differ.")
+    return cells
+
+
+def parse_seeds(text: str | Sequence[int]) -> list[int]:
+    """``"42,43,44"`` or ``"42-44"`` -> [42, 43, 44] (each once, in order)."""
+    if not isinstance(text, str):
+        return list(dict.fromkeys(int(s) for s in text))
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        m = re.fullmatch(r"(\d+)-(\d+)", part)
+        if m and int(m[1]) <= int(m[2]):
+            seeds += range(int(m[1]), int(m[2]) + 1)
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise ConfigError(f"--seeds '{text}': '{part}' is not a whole number or a range like 42-44.")
+    if not seeds:
+        raise ConfigError("--seeds is empty: give e.g. --seeds 42,43,44.")
+    return list(dict.fromkeys(seeds))
+
+
+def _cell_config(base: dict[str, Any], cell: StrategyCell, seed: int, split_seed: int, run_dir: Path,
+                 threads: int | None) -> dict[str, Any]:
+    raw = json.loads(json.dumps(base))  # deep copy of plain data
+    raw["strategy"] = dict(cell.fields)
+    raw = apply_overrides(raw, [(list(k), v) for k, v in cell.overrides])
+    raw["trainer"]["seed"] = seed
+    raw["trainer"]["progress_bar"] = False
+    if threads is not None:
+        raw["trainer"]["threads"] = threads
+    raw["data"]["split_seed"] = split_seed
+    raw["output_dir"] = str(run_dir)
+    raw["name"] = f"{base.get('name', 'run')}-{cell.slug}-s{seed}"
+    try:  # validate now: a bad override fails before hours of other cells
+        return load_config(None, raw=raw).model_dump(mode="json")
+    except ConfigError as exc:
+        raise ConfigError(f"Strategy '{cell.label}' gives an invalid config: {exc}") from None
+
+
+def _config_hash(config: dict[str, Any]) -> str:
+    keep = {k: v for k, v in config.items() if k != "output_dir"}
+    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def row_from_run(run_dir: Path, strategy: str, seed: Any, status: str = "done", name: str | None = None,
+                 relative_to: Path | None = None) -> dict[str, Any]:
+    """One results.csv row from a run directory's summary.json (metrics flattened as val_* / test_*)."""
+    row: dict[str, Any] = {"run": name or run_dir.name, "strategy": strategy, "seed": seed, "status": status}
+    try:
+        row["run_dir"] = str(run_dir.resolve().relative_to(relative_to.resolve())) if relative_to else str(run_dir)
+    except ValueError:
+        row["run_dir"] = str(run_dir.resolve())
+    summary_path = run_dir / "summary.json"
+    if status != "done" or not summary_path.exists():
+        return row
+    s = json.loads(summary_path.read_text(encoding="utf-8"))
+    for key in BASE_COLUMNS[5:]:
+        if key == "cache_used":
+            row[key] = bool((s.get("cache") or {}).get("used"))
+        elif key in s:
+            row[key] = s[key]
+    for split in ("val", "test"):
+        for metric, value in (s.get(split) or {}).items():
+            if isinstance(value, (int, float)):
+                row[f"{split}_{metric}"] = value
+    return row
+
+
+def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    metrics = sorted({k for r in rows for k in r if k not in BASE_COLUMNS})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*BASE_COLUMNS, *metrics], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_compare(
+    config: str | Path,
+    strategies: str | Sequence[str],
+    seeds: str | Sequence[int],
+    *,
+    overrides: list[tuple[list[str], Any]] | None = None,
+    output_dir: str | Path | None = None,
+    split_seed: int | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+    metric: str = "test_acc",
+    baseline: str | None = None,
+    verbose: bool = True,
+) -> CompareResult:
+    """Run (or finish) the grid and write results.csv, summary.md, plots and report.html."""
+    from headstart.experiments.report import write_compare_report
+
+    cells, seed_list = parse_strategies(strategies), parse_seeds(seeds)
+    labels = [c.label for c in cells]
+    if baseline is not None and baseline not in labels:
+        raise ConfigError(f"--baseline '{baseline}' is not one of the strategies {labels}; pick one of them.")
+    base_cfg = load_config(config, overrides)
+    split_seed = split_seed if split_seed is not None else (
+        base_cfg.data.split_seed if base_cfg.data.split_seed is not None else base_cfg.trainer.seed)
+    out = Path(output_dir) if output_dir else Path(base_cfg.output_dir).parent / f"{base_cfg.name}-compare"
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"The compare directory '{out}' is a file; choose another --output-dir.")
+    base = base_cfg.model_dump(mode="json")
+    per_worker = threads_per_worker(workers, threads)
+    grid = [(cell, seed, f"{cell.slug}_s{seed}") for cell in cells for seed in seed_list]
+    # Every cell's config is validated before anything runs: a bad override fails now, not hours in.
+    configs = {name: _cell_config(base, cell, seed, split_seed, out / "runs" / name, per_worker)
+               for cell, seed, name in grid}
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    done_before: dict[str, Any] = state.get("runs", {})
+
+    rows: dict[str, dict[str, Any]] = {}
+    jobs: list[FitJob] = []
+    order = [name for _, _, name in grid]
+    for cell, seed, name in grid:
+        run_dir = out / "runs" / name
+        cfg = configs[name]
+        digest = _config_hash(cfg)
+        prior = done_before.get(name, {})
+        finished = (run_dir / "summary.json").exists() and prior.get("config_sha") == digest
+        if finished and prior.get("status") == "done":
+            rows[name] = row_from_run(run_dir, cell.label, seed, name=name, relative_to=out)
+            continue
+        same = prior.get("config_sha") == digest
+        resume = same and (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "summary.json").exists()
+        jobs.append(FitJob(name, cfg, out / "logs" / f"{name}.log", overwrite=not resume, resume=resume,
+                           extra={"strategy": cell.label, "seed": seed, "config_sha": digest}))
+    state.update({"config": str(config), "strategies": labels, "seeds": seed_list, "split_seed": split_seed,
+                  "metric": metric, "baseline": baseline, "runs": done_before})
+    write_json(state_path, state)
+    if verbose:
+        print(f"compare: {len(order)} runs ({len(cells)} strategies x {len(seed_list)} seeds, split seed "
+              f"{split_seed}) in {out}; {len(order) - len(jobs)} finished before, {len(jobs)} to run"
+              + (f" on {workers} worker processes x {per_worker} threads" if workers > 1 else ""), flush=True)
+
+    started = time.perf_counter()
+
+    def on_done(job: FitJob, result: dict[str, Any]) -> None:
+        strategy, seed = job.extra["strategy"], job.extra["seed"]
+        rows[job.name] = row_from_run(Path(job.config["output_dir"]), strategy, seed, result["status"],
+                                      name=job.name, relative_to=out)
+        done_before[job.name] = {"config_sha": job.extra["config_sha"], "status": "done"
+                                 if result["status"] == "done" else "failed"}
+        write_json(state_path, state)
+        write_results_csv([rows[n] for n in order if n in rows], out / "results.csv")
+        if verbose:
+            value = rows[job.name].get(metric)
+            shown = f"{metric}={value:.4f}" if isinstance(value, float) else result["status"][:200]
+            print(f"[{len(rows)}/{len(order)}] {strategy} seed {seed}: {shown} "
+                  f"({time.perf_counter() - started:.0f} s elapsed; log {job.log})", flush=True)
+
+    run_jobs(jobs, workers, on_done)
+    ordered = [rows[n] for n in order]
+    write_results_csv(ordered, out / "results.csv")
+    notes = [f"Grid: `{config}` with strategies {', '.join(labels)} and seeds {', '.join(map(str, seed_list))}; "
+             f"every run uses data split seed {split_seed}, so all runs see identical train/val/test rows."]
+    files = write_compare_report(ordered, out, metric=metric, baseline=baseline,
+                                 title=f"headstart compare: {base_cfg.name}", notes=notes)
+    return CompareResult(out, ordered, {"results.csv": out / "results.csv", **files})
+
+
+def compare_run_dirs(run_dirs: Sequence[str | Path], output_dir: str | Path, *, metric: str = "test_acc",
+                     baseline: str | None = None, group_by: str = "strategy") -> CompareResult:
+    """Compare finished runs made by hand: grouped by strategy (or run name), paired by seed."""
+    from headstart.experiments.report import write_compare_report
+    from headstart.experiments.rundir import require_run_dir
+
+    if group_by not in ("strategy", "name"):
+        raise ConfigError(f"--group-by '{group_by}' is not known; use strategy or name.")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, splits = [], set()
+    for path in run_dirs:
+        run = require_run_dir(path)
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        label = format_strategy_spec(cfg.get("strategy") or {}) if group_by == "strategy" else cfg.get("name", run.name)
+        rows.append(row_from_run(run, label, summary.get("seed"), relative_to=out))
+        data = cfg.get("data") or {}
+        splits.add((data.get("train"), data.get("test"), summary.get("split_seed", summary.get("seed")),
+                    summary.get("n_train"), summary.get("n_test")))
+    keys = [(r["strategy"], r["seed"]) for r in rows]
+    dupes = sorted({k for k in keys if keys.count(k) > 1}, key=str)
+    if dupes:
+        raise ConfigError(f"Several runs share a {group_by} and seed: {dupes}; pairs by seed would be ambiguous. "
+                          f"Use --group-by name (and give the runs distinct config names) or drop duplicates.")
+    notes = [f"Runs given by hand ({len(rows)}), grouped by {group_by} and paired by seed."]
+    if len(splits) > 1:
+        notes.append("Warning: these runs do not all use the same data (train/test files, split seed or row "
+                     "counts differ), so the paired test compares more than the strategy.")
+    write_results_csv(rows, out / "results.csv")
+    files = write_compare_report(rows, out, metric=metric, baseline=baseline, title="headstart compare (runs)",
+                                 notes=notes)
+    return CompareResult(out, rows, {"results.csv": out / "results.csv", **files})

@@ -1,0 +1,119 @@
+"""Many fits from one command (compare, stack): each in its own worker process, or in this one.
+
+A worker process per run gives every run a clean heap, its own peak-RSS figure and its own thread
+budget, and one run's crash cannot take the others down. ``workers=0`` runs them here instead (tests,
+debuggers). A job never raises: a failed run comes back as ``status: "failed: ..."`` so the rest go on,
+and its output (and traceback, when it is a bug rather than bad input) is in its log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import traceback
+import warnings
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FitJob", "run_job", "run_jobs", "setup_logging", "threads_per_worker"]
+
+
+def setup_logging() -> None:
+    """Quiet Lightning's chatter and the warnings headstart handles on purpose (CLI and worker processes)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    # Frozen blocks are in eval mode on purpose (DESIGN rule 6); each phase change is logged instead.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@dataclass
+class FitJob:
+    """One ``run_fit`` call: a validated config as plain data, how to treat its run directory, a log."""
+
+    name: str
+    config: dict[str, Any]
+    log: Path
+    overwrite: bool = False
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # the caller's bookkeeping, returned untouched
+    splits: Any = None  # run_fit(splits=...): rows given in memory (a stack fold) instead of cfg.data
+    predict: dict[str, Any] | None = None  # run_fit(predict=...): more row sets to predict
+
+
+def threads_per_worker(workers: int, threads: int | None = None) -> int | None:
+    """Torch threads for each of ``workers`` parallel runs: the cores shared out, at least one each."""
+    if threads is not None:
+        return threads
+    if workers <= 1:
+        return None  # one run at a time: the run's own default (all cores)
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_job(job: FitJob) -> dict[str, Any]:
+    """Run one fit with its output going to ``job.log``; return ``{"status", "summary", "run_dir"}``."""
+    from headstart.config import load_config
+    from headstart.errors import HeadstartError
+    from headstart.experiments.fit import run_fit
+
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"name": job.name, "status": "done", "summary": None,
+                           "run_dir": job.config.get("output_dir"), "extra": job.extra}
+    with open(job.log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), \
+            contextlib.redirect_stderr(fh):
+        root = logging.getLogger()
+        saved = root.handlers[:]  # the run's log lines go to its log file only, not the console
+        root.handlers = [logging.StreamHandler(fh)]
+        try:
+            cfg = load_config(None, raw=job.config)
+            result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
+                             predict=job.predict)
+            out["summary"], out["run_dir"] = result.summary, str(result.run_dir)
+        except HeadstartError as exc:
+            print(f"error: {exc}")
+            out["status"] = f"failed: {exc}"
+        except Exception as exc:  # a bug: keep the trace in the log, let the other runs go on
+            traceback.print_exc(file=fh)
+            out["status"] = f"failed: {type(exc).__name__}: {exc} (traceback in {job.log})"
+        finally:
+            root.handlers = saved
+    return out
+
+
+def _worker_init() -> None:
+    setup_logging()
+
+
+def run_jobs(jobs: Iterable[FitJob], workers: int, on_done: Callable[[FitJob, dict[str, Any]], None]) -> None:
+    """Run ``jobs``, ``workers`` at a time in fresh processes (0: one by one in this process), calling
+    ``on_done(job, result)`` here, in the parent, as each finishes (so results are saved as they come)."""
+    jobs = list(jobs)
+    if workers <= 0:
+        for job in jobs:
+            on_done(job, run_job(job))
+        return
+    # spawn, not fork: a forked child inherits torch's thread pools and locks mid-state; one task per child
+    # gives each run a fresh process (clean heap, its own peak RSS).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             max_tasks_per_child=1) as pool:
+        pending = {pool.submit(run_job, job): job for job in jobs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = pending.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    result = {"name": job.name, "status": f"failed: worker process ended: {exc!r}",
+                              "summary": None, "run_dir": job.config.get("output_dir"), "extra": job.extra}
+                on_done(job, result)

@@ -1,0 +1,316 @@
+"""``headstart stack``: k-fold out-of-fold predictions of several base configs and a meta-learner on them.
+
+Every base config must describe the same rows (same files, carve fractions, subset, split seed); the
+training split is dealt into k stratified, seeded folds once and shared by all bases. Fold model k of each
+base trains on the other folds (the fixed validation split picks its best epoch), predicts its held-out
+fold and the test split; the meta-learner sees only held-out predictions, and is judged on the test split
+against every base (fold-averaged, like the stack's inputs) and their plain average.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from headstart.config import RunConfig, load_config
+from headstart.data.splits import stratified_kfold
+from headstart.errors import ConfigError, DataError, HeadstartError
+from headstart.experiments.jobs import FitJob, run_jobs, threads_per_worker
+from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
+from headstart.fileio import atomic_path, atomic_write_text, write_json
+
+__all__ = ["ROW_KEYS", "StackResult", "load_bases", "run_stack"]
+
+# data keys that decide which rows a run sees: they must agree across the bases of a stack
+ROW_KEYS = ("train", "val", "test", "format", "column_names", "text_column", "text_pair_column", "label_column",
+            "image_column", "val_fraction", "test_fraction", "train_subset", "mix")
+
+
+@dataclass
+class StackResult:
+    output_dir: Path
+    rows: list[dict[str, Any]]
+    files: dict[str, Path]
+
+
+def load_bases(inputs: Sequence[str | Path], overrides: list[tuple[list[str], Any]] | None = None
+               ) -> list[tuple[str, RunConfig]]:
+    """Base configs from YAML files or finished run directories (their resolved config.yaml); unique names."""
+    from headstart.experiments.rundir import require_run_dir
+
+    bases: list[tuple[str, RunConfig]] = []
+    for item in inputs:
+        path = Path(item)
+        cfg_path = require_run_dir(path) / "config.yaml" if path.is_dir() else path
+        cfg = load_config(cfg_path, overrides)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name if cfg.name != "run" else path.stem).strip("-") or "base"
+        taken = {n for n, _ in bases}
+        unique, i = name, 2
+        while unique in taken:
+            unique, i = f"{name}-{i}", i + 1
+        bases.append((unique, cfg))
+    if len(bases) < 2:
+        raise ConfigError(f"stack needs at least two base configs (got {len(bases)}): a stack of one model is that "
+                          f"model. Give several configs or run directories.")
+    return bases
+
+
+def _check_same_rows(bases: list[tuple[str, RunConfig]]) -> None:
+    first_name, first = bases[0]
+    for name, cfg in bases[1:]:
+        if cfg.task != first.task:
+            raise ConfigError(f"Base '{name}' is a {cfg.task} run but '{first_name}' is {first.task}; a stack "
+                              f"combines models of one task on the same rows.")
+        diffs = [f"data.{k}: {getattr(first.data, k)!r} vs {getattr(cfg.data, k)!r}" for k in ROW_KEYS
+                 if getattr(first.data, k) != getattr(cfg.data, k)]
+        if diffs:
+            raise ConfigError(f"Base '{name}' reads other rows than '{first_name}' ({'; '.join(diffs)}). Every base "
+                              f"of a stack must see the same rows: make these data keys equal.")
+
+
+def _load_splits(cfg: RunConfig, split_seed: int) -> Any:
+    d = cfg.data
+    if cfg.task == "image_classification":
+        from headstart.data.image_splits import load_image_splits
+
+        return load_image_splits(d, split_seed)
+    from headstart.data import load_text_splits
+
+    return load_text_splits(train=d.train, val=d.val, test=d.test, text_column=d.text_column,
+                            label_column=d.label_column, text_pair_column=d.text_pair_column,
+                            val_fraction=d.val_fraction, test_fraction=d.test_fraction, train_subset=d.train_subset,
+                            seed=split_seed, fmt=d.format, column_names=d.column_names)
+
+
+def _labels(rows: Any) -> np.ndarray:
+    return rows["label"].to_numpy() if isinstance(rows, pd.DataFrame) else np.asarray(rows.y)
+
+
+def _take(rows: Any, idx: np.ndarray) -> Any:
+    if isinstance(rows, pd.DataFrame):
+        return rows.iloc[idx].reset_index(drop=True)
+    from headstart.data.image_splits import take_rows
+
+    return take_rows(rows, idx)
+
+
+def _digest(config: dict[str, Any], folds: np.ndarray) -> str:
+    keep = {k: v for k, v in config.items() if k != "output_dir"}
+    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
+    text = json.dumps(keep, sort_keys=True) + ",".join(map(str, folds.tolist()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_stack(
+    inputs: Sequence[str | Path],
+    *,
+    output_dir: str | Path,
+    folds: int = 5,
+    split_seed: int | None = None,
+    meta: str = "lightgbm",
+    workers: int = 1,
+    threads: int | None = None,
+    overrides: list[tuple[list[str], Any]] | None = None,
+    embeddings: bool = False,
+    verbose: bool = True,
+) -> StackResult:
+    """Fold runs of every base (finished ones are reused), OOF assembly, meta-learners, the report.
+
+    ``embeddings``: the meta-learners also get the first base's pretrained (not fine-tuned) encoder features
+    of each row, read from the feature cache: they saw no label, so they add no leakage.
+    """
+    if meta not in META_LEARNERS:
+        raise ConfigError(f"--meta '{meta}' is not a meta-learner; use one of {', '.join(META_LEARNERS)}.")
+    if folds < 2:
+        raise ConfigError(f"--folds is {folds}; out-of-fold predictions need at least 2 folds (5 is usual).")
+    bases = load_bases(inputs, overrides)
+    first = bases[0][1]
+    split_seed = split_seed if split_seed is not None else (
+        first.data.split_seed if first.data.split_seed is not None else first.trainer.seed)
+    _check_same_rows(bases)  # and the split seed is pinned for all of them below
+    splits = _load_splits(first, split_seed)
+    if splits.test is None:
+        raise ConfigError("stack judges the meta-learner on a test split, but the base configs have none: set "
+                          "data.test (a file) or data.test_fraction.")
+    y_train, y_test = _labels(splits.train), _labels(splits.test)
+    counts = np.bincount(y_train, minlength=splits.label_map.n_classes)
+    if counts.min() < folds:
+        cls = splits.label_map.classes[int(counts.argmin())]
+        raise DataError(f"Class {cls!r} has {int(counts.min())} training rows, fewer than --folds {folds}: some fold "
+                        f"model would never see it. Use fewer folds or more training rows.")
+    fold_of = stratified_kfold(y_train, folds, split_seed)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "folds.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, fold=fold_of, label=y_train, row=_row_ids(splits.train))
+    state_path = out / "stack.json"
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    done: dict[str, str] = state.get("runs", {})
+    per_worker = threads_per_worker(workers, threads)
+
+    jobs: list[FitJob] = []
+    for name, cfg in bases:
+        for k in range(folds):
+            run_dir = out / "runs" / name / f"fold{k}"
+            raw = cfg.model_dump(mode="json")
+            raw["output_dir"], raw["name"] = str(run_dir), f"{name}-fold{k}"
+            raw["data"]["split_seed"] = split_seed
+            raw["trainer"]["progress_bar"] = False
+            if per_worker is not None:
+                raw["trainer"]["threads"] = per_worker
+            digest = _digest(raw, fold_of)
+            key = f"{name}/fold{k}"
+            if done.get(key) == digest and (run_dir / "predictions" / "holdout.npz").exists():
+                continue
+            fold_splits = replace(splits, train=_take(splits.train, np.flatnonzero(fold_of != k)))
+            jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=True,
+                               splits=fold_splits, predict={"holdout": _take(splits.train, np.flatnonzero(fold_of == k))},
+                               extra={"digest": digest}))
+    n_runs = len(bases) * folds
+    if verbose:
+        print(f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs in {out} ({n_runs - len(jobs)} "
+              f"finished before); train={len(y_train)} test={len(y_test)} rows, split seed {split_seed}", flush=True)
+    failed: list[str] = []
+
+    def on_done(job: FitJob, result: dict[str, Any]) -> None:
+        if result["status"] == "done":
+            done[job.name] = job.extra["digest"]
+        else:
+            failed.append(f"{job.name}: {result['status']} (log {job.log})")
+        write_json(state_path, {**state, "runs": done})
+        if verbose:
+            print(f"  {job.name}: {result['status'][:200]}", flush=True)
+
+    run_jobs(jobs, workers, on_done)
+    if failed:
+        raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
+                             f"of the same command only runs the rest:\n" + "\n".join(failed))
+
+    rows_train = _row_ids(splits.train)
+    oof, test = [], []
+    for name, _ in bases:
+        o, t = cross_fit(fold_of, lambda k, tr, ho, name=name: _read_fold(out / "runs" / name / f"fold{k}",
+                                                                            rows_train[ho], y_test))
+        oof.append(o)
+        test.append(t)
+        with atomic_path(out / "oof" / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, oof=o, test=t, row=rows_train, label=y_train)
+    names = [n for n, _ in bases]
+    extra = _frozen_embeddings(first, splits, split_seed) if embeddings else {}
+    result = evaluate_stack(names, oof, test, y_train, y_test, splits.label_map.n_classes, seed=split_seed,
+                            extra_train=extra.get("train"), extra_test=extra.get("test"))
+    report = _report(result["rows"], names, meta, folds, split_seed, len(y_train), len(y_test), bases)
+    if embeddings:
+        report += (f"\nThe meta-learners also saw the pretrained encoder features of base '{names[0]}' "
+                   f"({extra['train'].shape[1]} columns per row).\n")
+    atomic_write_text(out / "stack.md", report)
+    write_json(state_path, {**state, "runs": done, "meta": meta, "folds": folds, "split_seed": split_seed,
+                            "bases": {n: str(p) for (n, _), p in zip(bases, inputs, strict=True)},
+                            "results": result["rows"]})
+    pred = pd.DataFrame({"row": _row_ids(splits.test), "label": [splits.label_map.classes[i] for i in y_test]})
+    for key, p in result["probas"].items():
+        pred[f"pred_{key}"] = [splits.label_map.classes[i] for i in p.argmax(1)]
+    with atomic_path(out / "test_predictions.csv") as tmp:
+        pred.to_csv(tmp, index=False)
+    return StackResult(out, result["rows"], {"stack.md": out / "stack.md", "stack.json": state_path,
+                                             "test_predictions.csv": out / "test_predictions.csv"})
+
+
+def _frozen_embeddings(cfg: RunConfig, splits: Any, seed: int) -> dict[str, np.ndarray]:
+    """Pooled features of ``cfg``'s encoder as loaded before fine-tuning, for the train and test rows."""
+    from headstart.cache import CachePlan, FeatureCache, cached_features
+    from headstart.experiments.build import (
+        build_image_loaders,
+        build_model,
+        build_text_loaders,
+        resolve_image_settings,
+        resolve_pair,
+        seed_everything,
+    )
+    from headstart.train.pretrained import load_pretrained
+
+    cfg = cfg.model_copy(deep=True)
+    image = cfg.task == "image_classification"
+    pairs = splits.train.is_pairs if image else cfg.data.text_pair_column is not None
+    resolve_pair(cfg, pairs, image=image)
+    if image:
+        resolve_image_settings(cfg, splits.train)
+    seed_everything(seed)
+    model = build_model(cfg, splits.label_map.n_classes, verbose=False)
+    if cfg.pretrain:
+        load_pretrained(model, cfg.pretrain, verbose=False, head="reset")
+    parts = {"train": splits.train, "test": splits.test}
+    loaders = build_image_loaders(cfg, parts) if image else build_text_loaders(cfg, parts,
+                                                                              model.backbone.load_tokenizer())
+    n = len(model.block_names)
+    out = {}
+    for split, loader in loaders.items():
+        if cfg.cache.enabled and hasattr(loader.dataset, "fingerprint"):
+            entry, _ = cached_features(FeatureCache(cfg.cache.dir), model.backbone, loader.dataset, loader.collate_fn,
+                                       CachePlan(n, n, tuple(model.block_names)),
+                                       batch_size=cfg.data.eval_batch_size, dtype=cfg.cache.dtype)
+            out[split] = np.asarray(entry.values, dtype=np.float32)
+        else:
+            out[split] = model.get_embeddings(loader)[0].numpy()
+    return out
+
+
+def _row_ids(rows: Any) -> np.ndarray:
+    if isinstance(rows, pd.DataFrame) and "row" in rows.columns:
+        return rows["row"].to_numpy().astype(np.int64)
+    return np.arange(len(_labels(rows)), dtype=np.int64)
+
+
+def _read_fold(run: Path, expected_rows: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A fold run's held-out and test probabilities, checked against the rows it was meant to predict."""
+    with np.load(run / "predictions" / "holdout.npz") as h, np.load(run / "predictions" / "test.npz") as t:
+        if not np.array_equal(h["row"], expected_rows):
+            raise DataError(f"'{run}/predictions/holdout.npz' holds other rows than this fold's held-out rows; the "
+                            f"fold run is stale. Delete '{run}' and run stack again.")
+        if not np.array_equal(t["label"], y_test):
+            raise DataError(f"'{run}/predictions/test.npz' has other test labels than the stack's test split; "
+                            f"delete '{run}' and run stack again.")
+        return h["proba"], t["proba"]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "–"
+
+
+def _report(rows: list[dict[str, Any]], names: list[str], meta: str, folds: int, split_seed: int, n_train: int,
+            n_test: int, bases: list[tuple[str, RunConfig]]) -> str:
+    binary = "auc" in rows[0]["test"]
+    head = "| model | test acc | test F1 (macro) |" + (" test AUC |" if binary else "") + " OOF acc |"
+    lines = ["# headstart stack", "",
+             f"{len(names)} base configs x {folds} stratified folds (split seed {split_seed}) on {n_train} training "
+             f"rows; every number below is on the {n_test}-row test split unless it says OOF. A base model's "
+             f"test probabilities are the mean of its {folds} fold models (the same inputs the stack gets).", "",
+             head, "|---|---|---|" + ("---|" if binary else "") + "---|"]
+    for r in rows:
+        t = r["test"]
+        cells = [r["model"], _fmt(t.get("acc")), _fmt(t.get("f1"))] + ([_fmt(t.get("auc"))] if binary else [])
+        cells.append(_fmt((r.get("oof") or {}).get("acc")))
+        lines.append("| " + " | ".join(cells) + " |")
+    base_rows = [r for r in rows if r["kind"] == "base"]
+    by_oof = max(base_rows, key=lambda r: r["oof"]["acc"])
+    by_test = max(base_rows, key=lambda r: r["test"]["acc"])
+    average = next(r for r in rows if r["kind"] == "average")
+    stack = next(r for r in rows if r["model"] == f"stack ({meta})")
+    delta = lambda a, b: 100 * (a["test"]["acc"] - b["test"]["acc"])  # noqa: E731
+    lines += ["", f"- Stack ({meta}) vs the best single base chosen on OOF accuracy ({by_oof['model']}): "
+                  f"{delta(stack, by_oof):+.2f} accuracy points on test.",
+              f"- Stack ({meta}) vs the best base on test ({by_test['model']}, an optimistic pick): "
+              f"{delta(stack, by_test):+.2f} points.",
+              f"- Stack ({meta}) vs the plain average of the bases: {delta(stack, average):+.2f} points.", "",
+              "Bases:"]
+    lines += [f"- `{n}`: strategy {c.strategy.name}, backbone {c.backbone.type} {c.backbone.name_or_path or ''}, "
+              f"lr {c.optim.lr}, epochs {c.trainer.epochs}" for n, c in bases]
+    return "\n".join(lines) + "\n"

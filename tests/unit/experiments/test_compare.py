@@ -1,0 +1,140 @@
+"""`headstart compare`: the grid spec, identical splits, resume that skips finished runs, runs by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import tiny_run_config
+from headstart.cli.main import main
+from headstart.errors import ConfigError
+from headstart.experiments.compare import compare_run_dirs, parse_seeds, parse_strategies, run_compare
+
+TIMING = {"wall_time_s", "train_time_s", "peak_rss_mb", "peak_rss_train_mb", "cache_used", "run_dir"}
+
+
+def test_strategy_specs_with_overrides() -> None:
+    cells = parse_strategies("linear_probe[optim.lr=1e-2,optim.weight_decay=0],partial:2,full")
+    assert [c.label for c in cells] == ["linear_probe[optim.lr=1e-2,optim.weight_decay=0]", "partial:2", "full"]
+    assert cells[0].fields == {"name": "linear_probe"}
+    assert cells[0].overrides == ((("optim", "lr"), 0.01), (("optim", "weight_decay"), 0))
+    assert cells[1].fields == {"name": "partial", "train_last": 2} and cells[1].slug == "partial-2"
+    assert cells[0].slug.startswith("linear_probe-")
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("linear_probe[optim.lr=1e-2", "is never closed"),
+    ("full,full", "listed twice"),
+    ("lienar_probe", "Did you mean 'linear_probe'"),
+    ("full[trainer.seed=3]", "compare sets for every cell"),
+    ("", "--strategies is empty"),
+])
+def test_bad_strategy_specs_say_what_to_write(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_strategies(spec)
+
+
+def test_seeds() -> None:
+    assert parse_seeds("42,43,44") == [42, 43, 44]
+    assert parse_seeds("1-3,3,7") == [1, 2, 3, 7]
+    with pytest.raises(ConfigError, match="'x' is not a whole number"):
+        parse_seeds("1,x")
+
+
+def _metrics(path) -> dict[str, dict[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {r["run"]: {k: v for k, v in r.items() if k not in TIMING} for r in rows}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_hf_dir):
+    """A half-finished grid (seeds 0, 1), then the full grid (seeds 0, 1, 2) run in the same directory."""
+    tmp = tmp_path_factory.mktemp("compare")
+    config = tmp / "base.yaml"
+    raw = tiny_run_config(tmp, tiny_hf_dir)
+    raw["data"]["train_subset"] = 40  # seeded subset: the split seed decides which 40 rows
+    config.write_text(yaml.safe_dump(raw))
+    spec = "linear_probe[optim.lr=5e-2],full"
+    first = run_compare(config, spec, "0,1", output_dir=tmp / "cmp", workers=0, verbose=False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp / "cmp" / "runs").glob("*/checkpoints/best.safetensors")}
+    first_metrics = _metrics(tmp / "cmp" / "results.csv")
+    # An interrupted run: trained, but killed before its summary was written.
+    (tmp / "cmp" / "runs" / "full_s1" / "summary.json").unlink()
+    second = run_compare(config, spec, "0,1,2", output_dir=tmp / "cmp", workers=0, verbose=False)
+    fresh = run_compare(config, spec, "0,1,2", output_dir=tmp / "fresh", workers=0, verbose=False)
+    return {"tmp": tmp, "config": config, "spec": spec, "first": first, "second": second, "fresh": fresh,
+            "stamps": stamps, "first_metrics": first_metrics}
+
+
+def test_grid_rows_and_identical_splits(grid) -> None:
+    rows = grid["second"].rows
+    assert [(r["strategy"], r["seed"]) for r in rows] == [
+        (s, seed) for s in ("linear_probe[optim.lr=5e-2]", "full") for seed in (0, 1, 2)]
+    assert all(r["status"] == "done" for r in rows)
+    summaries = [json.loads((grid["tmp"] / "cmp" / r["run_dir"] / "summary.json").read_text()) for r in rows]
+    assert {s["split_seed"] for s in summaries} == {0}  # the base config's seed, pinned for every cell
+    assert {s["seed"] for s in summaries} == {0, 1, 2}
+    assert {s["n_train"] for s in summaries} == {40}
+    lp = [s for s, r in zip(summaries, rows, strict=True) if r["strategy"].startswith("linear_probe")]
+    assert all(s["trainable_params"] < summaries[-1]["trainable_params"] for s in lp)
+    run_cfg = yaml.safe_load((grid["tmp"] / "cmp" / rows[0]["run_dir"] / "config.yaml").read_text())
+    assert run_cfg["optim"]["lr"] == 0.05 and run_cfg["strategy"]["name"] == "linear_probe"
+    for name in ("results.csv", "summary.md", "report.html", "compare.json"):
+        assert (grid["tmp"] / "cmp" / name).exists(), name
+
+
+def test_resume_skips_finished_runs_and_matches_a_fresh_grid(grid) -> None:
+    for path, stamp in grid["stamps"].items():
+        if "full_s1" not in str(path):
+            assert path.stat().st_mtime_ns == stamp, f"{path} was retrained"
+    resumed = _metrics(grid["tmp"] / "cmp" / "results.csv")
+    for name, metrics in grid["first_metrics"].items():
+        assert resumed[name] == metrics
+    assert resumed == _metrics(grid["tmp"] / "fresh" / "results.csv")
+    log = (grid["tmp"] / "cmp" / "logs" / "full_s1.log").read_text()
+    assert "Restored" in log or "resum" in log.lower()
+
+
+def test_changed_cell_is_rerun(grid, tmp_path) -> None:
+    shutil.copytree(grid["tmp"] / "cmp", tmp_path / "cmp")
+    result = run_compare(grid["config"], "full", "0", output_dir=tmp_path / "cmp", workers=0, verbose=False,
+                         overrides=[(["optim", "lr"], 2e-2)])
+    run_cfg = yaml.safe_load((tmp_path / "cmp" / result.rows[0]["run_dir"] / "config.yaml").read_text())
+    assert run_cfg["optim"]["lr"] == 0.02
+
+
+def test_compare_existing_run_dirs(grid, tmp_path) -> None:
+    runs = sorted((grid["tmp"] / "fresh" / "runs").iterdir())
+    result = compare_run_dirs(runs, tmp_path / "by_hand")
+    assert sorted({r["strategy"] for r in result.rows}) == ["full", "linear_probe"]
+    assert (tmp_path / "by_hand" / "report.html").exists()
+    with pytest.raises(ConfigError, match="pairs by seed would be ambiguous"):
+        compare_run_dirs([runs[0], runs[0]], tmp_path / "dupes")
+
+
+def test_cli_errors(grid, capsys) -> None:
+    assert main(["compare", str(grid["config"])]) == 2
+    assert "needs --strategies" in capsys.readouterr().err
+    assert main(["compare", str(grid["config"]), str(grid["tmp"] / "cmp" / "runs" / "full_s0")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_bad_override_fails_before_any_run(grid, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"Strategy 'full\[optim.lr=fast\]' gives an invalid config"):
+        run_compare(grid["config"], "linear_probe,full[optim.lr=fast]", "0", output_dir=tmp_path / "x", workers=0)
+    assert not (tmp_path / "x" / "runs").exists()
+
+
+def test_worker_processes_give_the_same_numbers(grid, tmp_path) -> None:
+    """Two spawned worker processes (one thread each) reproduce the in-process runs exactly."""
+    result = run_compare(grid["config"], "full", "0,1", output_dir=tmp_path / "w2", workers=2, verbose=False)
+    assert [r["status"] for r in result.rows] == ["done", "done"]
+    fresh = _metrics(grid["tmp"] / "fresh" / "results.csv")
+    for name, metrics in _metrics(tmp_path / "w2" / "results.csv").items():
+        assert metrics == fresh[name]
+    assert "epoch 0:" in (tmp_path / "w2" / "logs" / "full_s0.log").read_text()
