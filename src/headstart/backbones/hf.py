@@ -163,18 +163,18 @@ class HFBackbone(Backbone):
         return layout is not None and 1 <= k <= len(layout[1])
 
     def _layer_mask(self, mask: torch.Tensor, hidden: torch.Tensor) -> Any:
-        """The attention mask in the form the layers take, built by the model's own code."""
-        model = self.model
-        if hasattr(model, "_create_attention_masks"):
-            return model._create_attention_masks(
-                attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
-                encoder_hidden_states=None, past_key_values=None,
-            )[0]
+        """The attention mask in the form the layers take, built by transformers' own mask code.
+
+        Only encoders split (decoders are refused by ``_split_layout``), so this is the bidirectional mask
+        the model builds for itself; it follows ``config._attn_implementation`` (eager / sdpa). The public
+        helper is used, not the model's private ``_create_attention_masks``: its arguments were renamed
+        between 5.23 and 5.24 (``past_key_values`` -> ``cache``).
+        """
         try:
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError:  # transformers 4.x
-            return model.get_extended_attention_mask(mask, mask.shape)
-        return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+            return self.model.get_extended_attention_mask(mask, mask.shape)
+        return create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
 
     def _run_layers(self, layers: Sequence[nn.Module], hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         layer_mask = self._layer_mask(mask, hidden)

@@ -159,10 +159,14 @@ def _cell_config(base: dict[str, Any], cell: StrategyCell, seed: int, split_seed
     raw["data"]["split_seed"] = split_seed
     raw["output_dir"] = str(run_dir)
     raw["name"] = f"{base.get('name', 'run')}-{cell.slug}-s{seed}"
+    from headstart.experiments.build import build_strategy
+
     try:  # validate now: a bad override fails before hours of other cells
-        return load_config(None, raw=raw).model_dump(mode="json")
+        cfg = load_config(None, raw=raw)
+        build_strategy(cfg)
     except ConfigError as exc:
         raise ConfigError(f"Strategy '{cell.label}' gives an invalid config: {exc}") from None
+    return cfg.model_dump(mode="json")
 
 
 def _config_hash(config: dict[str, Any]) -> str:
