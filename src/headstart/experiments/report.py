@@ -144,6 +144,18 @@ def _no_data(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
+def _wrap_label(name: str, width: int = 16) -> str:
+    """A strategy label over several lines, broken after commas and before '[' (overrides are long)."""
+    parts = name.replace("[", "\n[").replace(",", ",\n").split("\n")
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def _plot_metric(groups: dict[str, list[dict[str, Any]]], metric: str, baseline: str | None, path: Path) -> None:
     names = [g for g, runs in groups.items() if _values(runs, metric)]
     fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2.5), 4.2), layout="constrained")
@@ -158,10 +170,11 @@ def _plot_metric(groups: dict[str, list[dict[str, Any]]], metric: str, baseline:
         if name == baseline:
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1, alpha=0.7, label=f"{name} (baseline) mean")
     ax.set_xticks(range(len(names)))
-    labels = [f"{n}\n(baseline)" if n == baseline else n for n in names]
-    ax.set_xticklabels(labels, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    labels = [_wrap_label(n) + ("\n(baseline)" if n == baseline else "") for n in names]
+    ax.set_xticklabels(labels, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center",
+                       fontsize=8 if max(map(len, names), default=0) > 16 else None)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by strategy: mean ± std, grey dots = seeds")
+    ax.set_title(f"{metric} by strategy\n(mean ± std; grey dots = seeds)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     if names:
         ax.set_xlim(-0.6, len(names) - 0.4)
