@@ -96,8 +96,9 @@ def test_resume_skips_finished_runs_and_matches_a_fresh_grid(grid) -> None:
     for name, metrics in grid["first_metrics"].items():
         assert resumed[name] == metrics
     assert resumed == _metrics(grid["tmp"] / "fresh" / "results.csv")
-    log = (grid["tmp"] / "cmp" / "logs" / "full_s1.log").read_text()
-    assert "Restored" in log or "resum" in log.lower()
+    # the interrupted run continued from its last.ckpt instead of starting again
+    assert json.loads((grid["tmp"] / "cmp" / "runs" / "full_s1" / "summary.json").read_text())["resumed"] is True
+    assert json.loads((grid["tmp"] / "cmp" / "runs" / "full_s2" / "summary.json").read_text())["resumed"] is False
 
 
 def test_changed_cell_is_rerun(grid, tmp_path) -> None:
