@@ -5,8 +5,8 @@ own learning rates, in brackets) over seeds 42, 43, 44 on one seeded 2,000-row t
 872-row test file; the target is under 45 minutes of wall time on 2 cores. Its summary.md, report.html and
 results.csv are copied to ``benchmarks/results/issue5_sst2_compare/``.
 
-stack: ``benchmarks/configs/issue5_agnews_{probe,partial2,full}.yaml`` (three MiniLM bases on the same
-rows), 5 stratified folds, LightGBM meta-learner (logistic regression alongside); ``stack.md`` is copied to
+stack: ``benchmarks/configs/issue5_agnews_{probe,probe_cls,partial2,full}.yaml`` (MiniLM bases on the same
+rows; ``--bases`` picks some), 5 stratified folds, LightGBM meta-learner (logistic regression alongside); ``stack.md`` is copied to
 ``benchmarks/results/issue5_agnews_stack.md``.
 
 Each step writes ``benchmarks/results/issue5.json`` (command, wall time, exit code, machine) as it ends.
@@ -32,7 +32,7 @@ RUNS = ROOT / "benchmarks" / "runs" / "issue5"  # gitignored
 DATA = ROOT.parent / "shared" / "data"
 STRATEGIES = ("linear_probe[optim.lr=1e-2,optim.weight_decay=0,trainer.epochs=8],"
               "partial:2[optim.encoder_lr=1e-4],full")
-STACK_BASES = [f"benchmarks/configs/issue5_agnews_{b}.yaml" for b in ("probe", "partial2", "full")]
+STACK_BASES = ("probe", "probe_cls", "partial2", "full")  # benchmarks/configs/issue5_agnews_<base>.yaml
 COMPARE_LIMIT_S = 45 * 60
 
 
@@ -63,9 +63,10 @@ def compare(workers: int) -> dict[str, Any]:
             "under_45_min": wall < COMPARE_LIMIT_S, "copied_to": str(dest.relative_to(ROOT))}
 
 
-def stack(workers: int) -> dict[str, Any]:
+def stack(workers: int, bases: list[str]) -> dict[str, Any]:
     out = RUNS / "agnews_stack"
-    cmd = ["headstart", "stack", *STACK_BASES, "--folds", "5", "--meta", "lightgbm", "--workers", str(workers),
+    configs = [f"benchmarks/configs/issue5_agnews_{b}.yaml" for b in bases]
+    cmd = ["headstart", "stack", *configs, "--folds", "5", "--meta", "lightgbm", "--workers", str(workers),
            "--output-dir", str(out.relative_to(ROOT))]
     code, wall = _run(cmd, RESULTS / "issue5_logs" / "agnews_stack.log")
     if (out / "stack.md").exists():
@@ -80,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=("compare", "stack"), default=["compare", "stack"])
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--bases", nargs="+", choices=STACK_BASES, default=list(STACK_BASES), help="stack bases")
     args = p.parse_args(argv)
     path = RESULTS / "issue5.json"
     record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     record["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    steps = {"compare": ("sst2", compare), "stack": ("ag_news", stack)}
+    steps = {"compare": ("sst2", lambda w: compare(w)), "stack": ("ag_news", lambda w: stack(w, args.bases))}
     for name in args.only:
         data, fn = steps[name]
         if not (DATA / data).is_dir():
