@@ -24,7 +24,7 @@ import yaml
 
 from headstart.config import apply_overrides, load_config, parse_override
 from headstart.errors import ConfigError, RunDirError
-from headstart.experiments.jobs import FitJob, run_jobs, threads_per_worker
+from headstart.experiments.jobs import FitJob, config_digest, run_jobs, threads_per_worker
 from headstart.fileio import atomic_path, write_json
 from headstart.strategies import format_strategy_spec, parse_strategy_spec
 
@@ -169,12 +169,6 @@ def _cell_config(base: dict[str, Any], cell: StrategyCell, seed: int, split_seed
     return cfg.model_dump(mode="json")
 
 
-def _config_hash(config: dict[str, Any]) -> str:
-    keep = {k: v for k, v in config.items() if k != "output_dir"}
-    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def row_from_run(run_dir: Path, strategy: str, seed: Any, status: str = "done", name: str | None = None,
                  relative_to: Path | None = None) -> dict[str, Any]:
     """One results.csv row from a run directory's summary.json (metrics flattened as val_* / test_*)."""
@@ -251,14 +245,14 @@ def run_compare(
     for cell, seed, name in grid:
         run_dir = out / "runs" / name
         cfg = configs[name]
-        digest = _config_hash(cfg)
+        digest = config_digest(cfg)
         prior = done_before.get(name, {})
-        finished = (run_dir / "summary.json").exists() and prior.get("config_sha") == digest
-        if finished and prior.get("status") == "done":
+        same = prior.get("config_sha") == digest
+        has_summary = (run_dir / "summary.json").exists()
+        if same and has_summary and prior.get("status") == "done":
             rows[name] = row_from_run(run_dir, cell.label, seed, name=name, relative_to=out)
             continue
-        same = prior.get("config_sha") == digest
-        resume = same and (run_dir / "checkpoints" / "last.ckpt").exists() and not (run_dir / "summary.json").exists()
+        resume = same and not has_summary and (run_dir / "checkpoints" / "last.ckpt").exists()
         jobs.append(FitJob(name, cfg, out / "logs" / f"{name}.log", overwrite=not resume, resume=resume,
                            extra={"strategy": cell.label, "seed": seed, "config_sha": digest}))
     state.update({"config": str(config), "strategies": labels, "seeds": seed_list, "split_seed": split_seed,

@@ -48,7 +48,7 @@ from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, save_wei
 from headstart.train.pretrained import export_pretrained as export_pretrained_weights
 from headstart.train.pretrained import load_pretrained
 
-__all__ = ["FitResult", "format_cache_info", "run_fit", "save_predictions"]
+__all__ = ["FitResult", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
 
 log = logging.getLogger("headstart")
 
@@ -97,14 +97,8 @@ def run_fit(
     # Data and label map (seeded splits: the same config always gives the same rows).
     d = cfg.data
     split_seed = cfg.trainer.seed if d.split_seed is None else d.split_seed
-    if splits is None and image:
-        splits = load_image_splits(d, split_seed)
-    elif splits is None:
-        splits = load_text_splits(
-            train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
-            text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-            train_subset=d.train_subset, seed=split_seed, fmt=d.format, column_names=d.column_names,
-        )
+    if splits is None:
+        splits = load_splits(cfg, split_seed)
     if image:
         resolve_pair(cfg, splits.train.is_pairs, image=True)
         resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
@@ -250,6 +244,18 @@ def run_fit(
     if verbose:
         print(json.dumps({k: summary[k] for k in ("best_epoch", "val", "test", "wall_time_s")}, indent=2))
     return FitResult(run, summary)
+
+
+def load_splits(cfg: RunConfig, split_seed: int) -> Any:
+    """The train / val / (test) rows and label map ``cfg.data`` describes, carved with ``split_seed``."""
+    d = cfg.data
+    if cfg.task == "image_classification":
+        return load_image_splits(d, split_seed)
+    return load_text_splits(
+        train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
+        text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+        train_subset=d.train_subset, seed=split_seed, fmt=d.format, column_names=d.column_names,
+    )
 
 
 def save_predictions(path: Path, proba: np.ndarray, labels: torch.Tensor | None, rows: Any) -> None:

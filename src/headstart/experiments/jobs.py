@@ -9,6 +9,8 @@ and its output (and traceback, when it is a bug rather than bad input) is in its
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import multiprocessing
 import os
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FitJob", "run_job", "run_jobs", "setup_logging", "threads_per_worker"]
+__all__ = ["FitJob", "config_digest", "run_job", "run_jobs", "setup_logging", "threads_per_worker"]
 
 
 def setup_logging() -> None:
@@ -48,6 +50,14 @@ class FitJob:
     extra: dict[str, Any] = field(default_factory=dict)  # the caller's bookkeeping, returned untouched
     splits: Any = None  # run_fit(splits=...): rows given in memory (a stack fold) instead of cfg.data
     predict: dict[str, Any] | None = None  # run_fit(predict=...): more row sets to predict
+
+
+def config_digest(config: dict[str, Any], extra: str = "") -> str:
+    """What makes two runs the same run: the config without where it is written and how many threads or bars
+    it uses (plus ``extra``, e.g. a stack's fold assignment). A finished run with the same digest is reused."""
+    keep = {k: v for k, v in config.items() if k != "output_dir"}
+    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
+    return hashlib.sha256((json.dumps(keep, sort_keys=True) + extra).encode()).hexdigest()[:16]
 
 
 def threads_per_worker(workers: int, threads: int | None = None) -> int | None:

@@ -9,7 +9,6 @@ against every base (fold-averaged, like the stack's inputs) and their plain aver
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ import pandas as pd
 from headstart.config import RunConfig, load_config
 from headstart.data.splits import stratified_kfold
 from headstart.errors import ConfigError, DataError, HeadstartError
-from headstart.experiments.jobs import FitJob, run_jobs, threads_per_worker
+from headstart.experiments.fit import load_splits
+from headstart.experiments.jobs import FitJob, config_digest, run_jobs, threads_per_worker
 from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 
@@ -76,20 +76,6 @@ def _check_same_rows(bases: list[tuple[str, RunConfig]]) -> None:
                               f"of a stack must see the same rows: make these data keys equal.")
 
 
-def _load_splits(cfg: RunConfig, split_seed: int) -> Any:
-    d = cfg.data
-    if cfg.task == "image_classification":
-        from headstart.data.image_splits import load_image_splits
-
-        return load_image_splits(d, split_seed)
-    from headstart.data import load_text_splits
-
-    return load_text_splits(train=d.train, val=d.val, test=d.test, text_column=d.text_column,
-                            label_column=d.label_column, text_pair_column=d.text_pair_column,
-                            val_fraction=d.val_fraction, test_fraction=d.test_fraction, train_subset=d.train_subset,
-                            seed=split_seed, fmt=d.format, column_names=d.column_names)
-
-
 def _labels(rows: Any) -> np.ndarray:
     return rows["label"].to_numpy() if isinstance(rows, pd.DataFrame) else np.asarray(rows.y)
 
@@ -100,13 +86,6 @@ def _take(rows: Any, idx: np.ndarray) -> Any:
     from headstart.data.image_splits import take_rows
 
     return take_rows(rows, idx)
-
-
-def _digest(config: dict[str, Any], folds: np.ndarray) -> str:
-    keep = {k: v for k, v in config.items() if k != "output_dir"}
-    keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
-    text = json.dumps(keep, sort_keys=True) + ",".join(map(str, folds.tolist()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_stack(
@@ -136,7 +115,7 @@ def run_stack(
     split_seed = split_seed if split_seed is not None else (
         first.data.split_seed if first.data.split_seed is not None else first.trainer.seed)
     _check_same_rows(bases)  # and the split seed is pinned for all of them below
-    splits = _load_splits(first, split_seed)
+    splits = load_splits(first, split_seed)
     if splits.test is None:
         raise ConfigError("stack judges the meta-learner on a test split, but the base configs have none: set "
                           "data.test (a file) or data.test_fraction.")
@@ -166,7 +145,7 @@ def run_stack(
             raw["trainer"]["progress_bar"] = False
             if per_worker is not None:
                 raw["trainer"]["threads"] = per_worker
-            digest = _digest(raw, fold_of)
+            digest = config_digest(raw, ",".join(map(str, fold_of.tolist())))
             key = f"{name}/fold{k}"
             if done.get(key) == digest and (run_dir / "predictions" / "holdout.npz").exists():
                 continue
