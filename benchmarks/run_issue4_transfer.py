@@ -11,6 +11,9 @@
 
 Run from the repo root:  python benchmarks/run_issue4_transfer.py [--seeds 0 1 2] [--only finetune scratch]
                          [--arch resnet14]   (both datasets; results in issue4_transfer_resnet14.{json,md})
+                         [--pretrain-config benchmarks/configs/issue4_mnist_pretrain_generic.yaml]
+                                             (strong augmentation on A; issue4_transfer_generic.{json,md})
+                         [--epochs 40 --skip-pretrain]   (B budget; issue4_transfer[...]_e40.{json,md})
 Needs ../shared/data/mnist and ../shared/data/notmnist_small_10k; skips cleanly without them.
 """
 
@@ -68,19 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--skip-pretrain", action="store_true", help="reuse benchmarks/runs/issue4[_ARCH]/mnist")
     p.add_argument("--arch", help="backbone.arch for pretraining and every variant (default: the configs')")
+    p.add_argument("--pretrain-config", default=PRETRAIN_CONFIG,
+                   help="dataset-A config (e.g. benchmarks/configs/issue4_mnist_pretrain_generic.yaml; a non-default "
+                        "one writes issue4_transfer_<name>.{json,md} and runs under benchmarks/runs/issue4_<name>)")
+    p.add_argument("--epochs", type=int, help="trainer.epochs of every dataset-B run (default: the config's 20); "
+                                                "writes issue4_transfer[...]_e<N>.{json,md}")
     args = p.parse_args(argv)
     global RUNS, STEM
     if args.arch:
         RUNS, STEM = RUNS.with_name(f"issue4_{args.arch}"), f"{STEM}_{args.arch}"
+    if args.pretrain_config != PRETRAIN_CONFIG:
+        tag = Path(args.pretrain_config).stem.removeprefix("issue4_mnist_pretrain").strip("_") or "custom"
+        RUNS, STEM = RUNS.with_name(f"{RUNS.name}_{tag}"), f"{STEM}_{tag}"
+    pretrained, pretrain_stem = RUNS / "mnist", STEM  # dataset A's checkpoint: shared by every dataset-B budget
+    if args.epochs:
+        STEM = f"{STEM}_e{args.epochs}"
     arch = ["--set", f"backbone.arch={args.arch}"] if args.arch else []
+    budget = ["--set", f"trainer.epochs={args.epochs}"] if args.epochs else []
     if not ((DATA / "mnist").is_dir() and (DATA / "notmnist_small_10k").is_dir()):
         print(f"{DATA}/mnist or notmnist_small_10k is absent: nothing to benchmark.")
         return 0
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": {}, "commands": {},
                            "argv": " ".join(argv if argv is not None else sys.argv[1:])}
-    pretrained = RUNS / "mnist"
     if not args.skip_pretrain:
-        cmd = ["headstart", "pretrain", PRETRAIN_CONFIG, *arch, "--output-dir", str(pretrained.relative_to(ROOT)),
+        cmd = ["headstart", "pretrain", args.pretrain_config, *arch, "--output-dir", str(pretrained.relative_to(ROOT)),
                "--overwrite"]
         code, wall = _run(cmd, RESULTS / "issue4_logs" / f"{STEM}_pretrain.log")
         out["pretrain"] = {"command": " ".join(cmd), "exit_code": code, "wall_s": wall}
@@ -88,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pretraining failed (exit {code}); see {RESULTS / 'issue4_logs' / f'{STEM}_pretrain.log'}", file=sys.stderr)
             return code
         out["pretrain"].update(_summary(pretrained))
-    elif (RESULTS / f"{STEM}.json").exists():  # the checkpoint is reused: keep the record of its pretraining
-        previous = json.loads((RESULTS / f"{STEM}.json").read_text()).get("pretrain")
+    elif (RESULTS / f"{pretrain_stem}.json").exists():  # the checkpoint is reused: keep its pretraining record
+        previous = json.loads((RESULTS / f"{pretrain_stem}.json").read_text()).get("pretrain")
         if previous:
             out["pretrain"] = {**previous, "reused": True}
     for variant in args.only:
         for seed in args.seeds:
-            run_dir = RUNS / f"{variant}_s{seed}"
+            run_dir = RUNS / f"{variant}_s{seed}{f'_e{args.epochs}' if args.epochs else ''}"
             extra = [a.replace("{pretrained}", str(pretrained.relative_to(ROOT))) for a in VARIANTS[variant]]
-            cmd = ["headstart", "fit", FINETUNE_CONFIG, *extra, *arch, "--seed", str(seed), "--output-dir",
+            cmd = ["headstart", "fit", FINETUNE_CONFIG, *extra, *arch, *budget, "--seed", str(seed), "--output-dir",
                    str(run_dir.relative_to(ROOT)), "--overwrite"]
             code, wall = _run(cmd, RESULTS / "issue4_logs" / f"{STEM}_{variant}_s{seed}.log")
             row: dict[str, Any] = {"command": " ".join(cmd), "exit_code": code, "wall_s": wall}

@@ -46,6 +46,18 @@ class AugmentConfig(_Strict):
     shift: int = Field(0, ge=0)  # random translation by up to this many pixels (zero fill)
     pad: int = Field(0, ge=0)  # random crop back to size after padding by this many pixels
     hflip: float = Field(0.0, ge=0.0, le=1.0)  # probability of a horizontal flip (off: glyphs change meaning)
+    scale: tuple[float, float] | None = None  # random zoom factor [low, high] (log-uniform); > 1 zooms in
+    rotate: float = Field(0.0, ge=0.0, le=180.0)  # random rotation within +-rotate degrees
+    dilate: int = Field(0, ge=0, le=8)  # thicken strokes by 0..dilate pixels (grey dilation)
+    invert: float = Field(0.0, ge=0.0, le=1.0)  # probability of inverting intensities (dark-on-light images)
+    erase: float = Field(0.0, ge=0.0, le=1.0)  # probability of zeroing one random rectangle (random erasing)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1]:
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high (e.g. [0.9, 1.5]), got {list(value)}")
+        return value
 
 
 class MixConfig(_Strict):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from headstart.data.augment import Augment
 from headstart.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "Augment", "ImageArrays", "ImageDataset", "read_idx", "read_images"]
@@ -182,33 +183,6 @@ def _stack(images: list[np.ndarray], path: Path, where: str) -> np.ndarray:
         raise DataError(f"{where} '{path}': images have different shapes {sorted(shapes)[:4]}; resize them to one "
                         f"size first.")
     return _as_nchw(np.stack(images), where)
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Seeded train-time augmentation: random shift by up to ``shift`` pixels (zero fill), random crop back to
-    size after ``pad`` pixels of padding, horizontal flip with probability ``hflip`` (off by default: glyphs
-    and digits change meaning when mirrored)."""
-
-    shift: int = 0
-    pad: int = 0
-    hflip: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.shift or self.pad or self.hflip)
-
-    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        c, h, w = img.shape
-        reach = self.shift + self.pad
-        if reach:
-            canvas = np.zeros((c, h + 2 * reach, w + 2 * reach), dtype=img.dtype)
-            canvas[:, reach:reach + h, reach:reach + w] = img
-            dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2))
-            img = canvas[:, reach + dy:reach + dy + h, reach + dx:reach + dx + w]
-        if self.hflip and rng.random() < self.hflip:
-            img = img[:, :, ::-1]
-        return np.ascontiguousarray(img)
 
 
 class ImageDataset(Dataset):
