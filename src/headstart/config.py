@@ -165,6 +165,14 @@ class StrategyConfig(_Strict):
     def _freeze_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gradual_defaults(cls, data: Any) -> Any:
+        """Bare ``gradual`` is ULMFiT's schedule: one head-only epoch, then one more block (top first) per epoch."""
+        if isinstance(data, dict) and data.get("name") == "gradual" and not {"freeze_epochs", "unfreeze_every"} & set(data):
+            return {**data, "freeze_epochs": 1, "unfreeze_every": 1}
+        return data
+
 
 class OptimConfig(_Strict):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"

@@ -9,6 +9,7 @@ from headstart.cache.features import (
     CachePlan,
     cached_features,
     plan_cache,
+    pooled_features,
 )
 from headstart.cache.key import array_digest, cache_key, module_digest, prefix_components
 from headstart.cache.store import CacheEntry, FeatureCache, default_cache_dir, format_bytes
@@ -27,5 +28,6 @@ __all__ = [
     "format_bytes",
     "module_digest",
     "plan_cache",
+    "pooled_features",
     "prefix_components",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "CachedFeatureDataset",
     "cached_features",
     "plan_cache",
+    "pooled_features",
 ]
 
 log = logging.getLogger("headstart")
@@ -156,6 +157,23 @@ def cached_features(
     info = {"key": key, "hit": hit, "kind": plan.kind, "cut": plan.cut, "rows": entry.n_rows,
             "bytes": entry.nbytes, "seconds": round(time.perf_counter() - started, 2)}
     return entry, info
+
+
+def pooled_features(model: Any, loader: Any, cache_cfg: Any, batch_size: int, use_cache: bool = True,
+                    progress: Callable[[Any], Any] | None = None) -> np.ndarray:
+    """Pooled encoder features (eval mode) of every row of ``loader``'s dataset, as float32 ``[N, D]``.
+
+    With the cache on (``cache_cfg``: a run's ``cache`` section) and rows that can be keyed, this is the cache's
+    pooled entry for these weights and rows, read when present (e.g. left by a linear probe) and written
+    otherwise; else one pass of ``model.get_embeddings`` over ``loader`` (wrapped in ``progress``, if given).
+    """
+    if use_cache and cache_cfg.enabled and hasattr(loader.dataset, "fingerprint"):
+        n = len(model.block_names)
+        entry, _ = cached_features(FeatureCache(cache_cfg.dir), model.backbone, loader.dataset, loader.collate_fn,
+                                   CachePlan(n, n, tuple(model.block_names)), batch_size=batch_size,
+                                   dtype=cache_cfg.dtype)
+        return np.asarray(entry.values, dtype=np.float32)
+    return model.get_embeddings(progress(loader) if progress else loader)[0].numpy().astype(np.float32)
 
 
 def _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision, dtype, device,

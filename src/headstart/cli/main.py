@@ -50,7 +50,7 @@ def _overrides(
             fields = parse_strategy_spec(strategy)
         except ValueError as exc:
             raise ConfigError(f"--strategy '{strategy}' is not understood: {exc} Examples: full, linear_probe, "
-                              f"partial:2, partial:0-3, gradual:2, gradual:2:1, lora, lora:16.") from None
+                              f"partial:2, partial:0-3, gradual, gradual:2, gradual:2:1, lora, lora:16.") from None
         out.append((["strategy"], fields))
     out += [parse_override(s) for s in sets or []]
     return out
@@ -61,8 +61,8 @@ def fit(
     ctx: typer.Context,
     config: ConfigArg,
     pretrain: Annotated[str | None, typer.Option(help="Encoder checkpoint loaded before fine-tuning.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="full | linear_probe | partial:K | partial:A-B | gradual:E "
-                                                      "| lora[:R]")] = None,
+    strategy: Annotated[str | None, typer.Option(help="full | linear_probe | partial:K | partial:A-B | gradual[:E[:K]] "
+                                                      "(bare: 1 head-only epoch, then a block per epoch) | lora[:R]")] = None,
     lr: Annotated[str | None, typer.Option(help="Head learning rate (optim.lr).")] = None,
     epochs: Annotated[str | None, typer.Option(help="trainer.epochs")] = None,
     warmup_epochs: Annotated[str | None, typer.Option("--warmup-epochs", help="optim.warmup_epochs")] = None,

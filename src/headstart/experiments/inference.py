@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from headstart.cache import CachePlan, FeatureCache, cached_features
+from headstart.cache import pooled_features
 from headstart.config import RunConfig, load_config
 from headstart.data import LabelMap, TextClassificationDataset, TextCollator, load_text_frame
 from headstart.data.readers import SUFFIXES
@@ -147,18 +147,8 @@ def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) ->
     """
     loaded = load_run(run_dir)
     inputs = _inputs(loaded, data, require_labels=False)
-    loader = inputs.loader
-    if use_cache and loaded.cfg.cache.enabled and hasattr(loader.dataset, "fingerprint"):
-        model = loaded.model
-        n = len(model.block_names)
-        entry, _ = cached_features(
-            FeatureCache(loaded.cfg.cache.dir), model.backbone, loader.dataset, loader.collate_fn,
-            CachePlan(n, n, tuple(model.block_names)), batch_size=loaded.cfg.data.eval_batch_size,
-            dtype=loaded.cfg.cache.dtype,
-        )
-        feats = np.asarray(entry.values, dtype=np.float32)
-    else:
-        feats = loaded.model.get_embeddings(_progress(loader, "embed"))[0].numpy()
+    feats = pooled_features(loaded.model, inputs.loader, loaded.cfg.cache, loaded.cfg.data.eval_batch_size,
+                            use_cache=use_cache, progress=lambda loader: _progress(loader, "embed"))
     out = pd.DataFrame({"row": inputs.rows})
     out["embedding"] = list(feats.astype(np.float32))
     if inputs.labels is not None:

@@ -205,7 +205,7 @@ def run_stack(
 
 def _frozen_embeddings(cfg: RunConfig, splits: Any, seed: int) -> dict[str, np.ndarray]:
     """Pooled features of ``cfg``'s encoder as loaded before fine-tuning, for the train and test rows."""
-    from headstart.cache import CachePlan, FeatureCache, cached_features
+    from headstart.cache import pooled_features
     from headstart.experiments.build import (
         build_image_loaders,
         build_model,
@@ -229,17 +229,8 @@ def _frozen_embeddings(cfg: RunConfig, splits: Any, seed: int) -> dict[str, np.n
     parts = {"train": splits.train, "test": splits.test}
     loaders = build_image_loaders(cfg, parts) if image else build_text_loaders(cfg, parts,
                                                                               model.backbone.load_tokenizer())
-    n = len(model.block_names)
-    out = {}
-    for split, loader in loaders.items():
-        if cfg.cache.enabled and hasattr(loader.dataset, "fingerprint"):
-            entry, _ = cached_features(FeatureCache(cfg.cache.dir), model.backbone, loader.dataset, loader.collate_fn,
-                                       CachePlan(n, n, tuple(model.block_names)),
-                                       batch_size=cfg.data.eval_batch_size, dtype=cfg.cache.dtype)
-            out[split] = np.asarray(entry.values, dtype=np.float32)
-        else:
-            out[split] = model.get_embeddings(loader)[0].numpy()
-    return out
+    return {split: pooled_features(model, loader, cfg.cache, cfg.data.eval_batch_size)
+            for split, loader in loaders.items()}
 
 
 def _row_ids(rows: Any) -> np.ndarray:

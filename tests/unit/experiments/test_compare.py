@@ -130,7 +130,7 @@ def test_bad_override_fails_before_any_run(grid, tmp_path) -> None:
         run_compare(grid["config"], "linear_probe,full[optim.lr=fast]", "0", output_dir=tmp_path / "x", workers=0)
     assert not (tmp_path / "x" / "runs").exists()
     with pytest.raises(ConfigError, match=r"'gradual' needs strategy\.freeze_epochs >= 1"):
-        run_compare(grid["config"], "full,gradual", "0", output_dir=tmp_path / "x", workers=0)
+        run_compare(grid["config"], "full,gradual:0", "0", output_dir=tmp_path / "x", workers=0)
 
 
 def test_worker_processes_give_the_same_numbers(grid, tmp_path) -> None:

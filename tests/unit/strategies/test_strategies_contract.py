@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader
 from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import FinetuneModule, LayerMapError, LoraSpec, Strategy
 from headstart.backbones import HFBackbone
+from headstart.config import StrategyConfig
+from headstart.errors import ConfigError
 from headstart.strategies import parse_block_range, parse_strategy_spec
 
 STRATEGIES = {
@@ -131,6 +133,18 @@ def test_strategy_spec_parsing() -> None:
     assert parse_strategy_spec("partial:0-3") == {"name": "partial", "freeze": "0-3"}
     assert parse_strategy_spec("gradual:2:1") == {"name": "gradual", "freeze_epochs": 2, "unfreeze_every": 1}
     assert parse_strategy_spec("linear-probe") == {"name": "linear_probe"}
+
+
+def test_bare_gradual_is_ulmfit_and_explicit_fields_win() -> None:
+    bare = StrategyConfig(**parse_strategy_spec("gradual"))
+    assert (bare.freeze_epochs, bare.unfreeze_every) == (1, 1)  # one head-only epoch, then a block per epoch
+    s = Strategy("gradual", freeze_epochs=bare.freeze_epochs, unfreeze_every=bare.unfreeze_every)
+    assert [sorted(s.trainable(e, 3)) for e in range(4)] == [[], [2], [1, 2], [0, 1, 2]]
+    two = StrategyConfig(**parse_strategy_spec("gradual:2"))
+    assert (two.freeze_epochs, two.unfreeze_every) == (2, None)  # all blocks at once after 2 epochs
+    assert StrategyConfig(name="full").freeze_epochs == 0
+    with pytest.raises(ConfigError, match=r"'gradual' needs strategy\.freeze_epochs >= 1 \(got 0\)"):
+        Strategy("gradual", freeze_epochs=StrategyConfig(name="gradual", freeze_epochs=0).freeze_epochs)
 
 
 def test_static_frozen_blocks_have_no_grad_and_no_group_while_gradual_keeps_every_group() -> None:
