@@ -73,13 +73,15 @@ def read_table(
     *,
     text_columns: Sequence[str] = (),
     column_names: Sequence[str] | None = None,
+    optional_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read ``path`` into a DataFrame; every problem becomes one DataError paragraph naming ``where``.
 
     ``text_columns`` are read as strings in csv/tsv files so that texts such as "007" or "1e5" are not
     turned into numbers; other columns keep pandas' type inference (labels become ints where they can).
     ``column_names`` names the columns of a csv/tsv file that has no header line (AFQMC, many GLUE
-    dumps); the first line is then data.
+    dumps); the first line is then data. A file with fewer fields may lack exactly the ``optional_columns``
+    (an unlabelled file to predict on, header-less like the training data): the other names apply in order.
     """
     file = _check_file(Path(os.path.expanduser(str(path))), where)
     kind = detect_format(file, fmt, where)
@@ -88,6 +90,8 @@ def read_table(
                           f"('{file}') is read as {kind}, whose columns are named in the file; remove "
                           f"data.column_names.")
     try:
+        if column_names is not None and optional_columns:
+            column_names = _present_names(file, kind, column_names, optional_columns)
         frame = _read(file, kind, text_columns, column_names)
     except DataError:
         raise
@@ -150,6 +154,14 @@ def _check_file(file: Path, where: str) -> Path:
         f"{where}: the file '{file}' does not exist (resolved to {resolved}).{hint} Fix the path in {where}; "
         f"relative paths are resolved from the current working directory ({Path.cwd()})."
     )
+
+
+def _present_names(file: Path, kind: str, names: Sequence[str], optional: Sequence[str]) -> list[str]:
+    """``names`` less the optional ones when the file's first line has exactly that many fields fewer."""
+    first = pd.read_csv(file, header=None, nrows=1, encoding="utf-8-sig", compression="infer", dtype=str,
+                        **({"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ","}))
+    kept = [n for n in names if n not in set(optional)]
+    return kept if len(first.columns) == len(kept) < len(names) else list(names)
 
 
 def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:

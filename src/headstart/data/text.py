@@ -145,7 +145,8 @@ def load_text_frame(
     if text_pair_column is not None:
         columns["data.text_pair_column"] = text_pair_column
     frame = read_table(path, fmt, where, text_columns=[c for c in (text_column, text_pair_column) if c],
-                       column_names=column_names)
+                       column_names=column_names,
+                       optional_columns=(label_column,) if label_column and not require_labels else ())
     if label_column is not None and (require_labels or label_column in frame.columns):
         columns["data.label_column"] = label_column
     frame = _select_columns(frame, columns, path, where)

@@ -184,6 +184,27 @@ def test_headerless_tsv_with_column_names(tmp_path: Path) -> None:
         read_table(records, column_names=["a"])
 
 
+def test_headerless_unlabelled_file_may_lack_the_label_field(tmp_path: Path) -> None:
+    """A file to predict on, header-less like the training data, usually has no label field (MRPC: first)."""
+    from headstart.data.text import load_text_frame
+
+    names = ["y", "q1", "q2"]
+    unlabelled = _write(tmp_path / "new.tsv", "007\tsecond one\nabc\t1e5\n")
+    frame = read_table(unlabelled, "tsv", text_columns=["q1", "q2"], column_names=names, optional_columns=["y"])
+    assert list(frame.columns) == ["q1", "q2"] and frame["q1"].tolist() == ["007", "abc"]
+    assert frame["q2"].tolist() == ["second one", "1e5"]  # text kept as read, not parsed as numbers
+    rows = load_text_frame(unlabelled, text_column="q1", text_pair_column="q2", label_column="y", fmt="tsv",
+                           column_names=names, where="--data")
+    assert "label" not in rows.columns and rows["text"].tolist() == ["007", "abc"]
+    labelled = _write(tmp_path / "scored.tsv", "1\t007\tsecond one\n")
+    assert read_table(labelled, "tsv", column_names=names, optional_columns=["y"])["y"].tolist() == [1]
+    with pytest.raises(DataError, match=r"gives 3 names \('y', 'q1', 'q2'\) but the lines of .* have 1 fields"):
+        read_table(_write(tmp_path / "one.tsv", "only\n"), "tsv", column_names=names, optional_columns=["y"])
+    with pytest.raises(DataError, match=r"gives 3 names .* have 2 fields"):  # labels required: no shortcut
+        load_text_frame(unlabelled, text_column="q1", text_pair_column="q2", label_column="y", fmt="tsv",
+                        column_names=names, require_labels=True, where="--data")
+
+
 def test_headerless_file_hint_names_column_names(tmp_path: Path) -> None:
     from headstart.data.text import load_text_splits
 
