@@ -152,16 +152,24 @@ def run_stack(
             fold_splits = replace(splits, train=_take(splits.train, np.flatnonzero(fold_of != k)))
             jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=True,
                                splits=fold_splits, predict={"holdout": _take(splits.train, np.flatnonzero(fold_of == k))},
-                               extra={"digest": digest}))
+                               extra={"digest": digest, "fold": k, "run_dir": run_dir}))
     n_runs = len(bases) * folds
     if verbose:
         print(f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs in {out} ({n_runs - len(jobs)} "
               f"finished before); train={len(y_train)} test={len(y_test)} rows, split seed {split_seed}", flush=True)
     failed: list[str] = []
+    row_ids = _row_ids(splits.train)
 
     def on_done(job: FitJob, result: dict[str, Any]) -> None:
         if result["status"] == "done":
             done[job.name] = job.extra["digest"]
+            k = job.extra["fold"]
+            # The run's config.yaml names the data files, not these rows: say which rows it saw.
+            write_json(job.extra["run_dir"] / "fold.json", {
+                "note": f"fold {k} of a `headstart stack` in {out}: trained on train_rows, predicted holdout_rows; "
+                        f"rerunning this config.yaml alone would train on every training row",
+                "fold": k, "folds": folds, "split_seed": split_seed,
+                "train_rows": row_ids[fold_of != k].tolist(), "holdout_rows": row_ids[fold_of == k].tolist()})
         else:
             failed.append(f"{job.name}: {result['status']} (log {job.log})")
         write_json(state_path, {**state, "runs": done})
@@ -173,7 +181,7 @@ def run_stack(
         raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
                              f"of the same command only runs the rest:\n" + "\n".join(failed))
 
-    rows_train = _row_ids(splits.train)
+    rows_train = row_ids
     oof, test = [], []
     for name, _ in bases:
         o, t = cross_fit(fold_of, lambda k, tr, ho, name=name: _read_fold(out / "runs" / name / f"fold{k}",

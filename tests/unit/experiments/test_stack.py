@@ -116,6 +116,9 @@ def test_stack_end_to_end(stacked) -> None:
             assert summary["n_train"] == int((folds["fold"] != k).sum())
             np.testing.assert_array_equal(holdout["row"], folds["row"][folds["fold"] == k])
             np.testing.assert_array_equal(holdout["label"], folds["label"][folds["fold"] == k])
+            record = json.loads((run / "fold.json").read_text())  # which rows this fold run trained on
+            assert record["fold"] == k and record["train_rows"] == folds["row"][folds["fold"] != k].tolist()
+            assert record["holdout_rows"] == holdout["row"].tolist() and "headstart stack" in record["note"]
         oof = np.load(out / "oof" / f"{base}.npz")
         assert oof["oof"].shape == (48, 2) and oof["test"].shape == (16, 2)
         np.testing.assert_allclose(oof["oof"].sum(1), 1.0, rtol=1e-5)
