@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / "issue5.json"
     record: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     record["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    steps = {"compare": ("sst2", lambda w: compare(w)), "stack": ("ag_news", lambda w: stack(w, args.bases))}
+    steps = {"compare": ("sst2", compare), "stack": ("ag_news", lambda w: stack(w, args.bases))}
     for name in args.only:
         data, fn = steps[name]
         if not (DATA / data).is_dir():

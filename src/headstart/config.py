@@ -55,9 +55,9 @@ class AugmentConfig(_Strict):
     @field_validator("scale")
     @classmethod
     def _scale_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not 0 < value[0] <= value[1]:
-            raise ValueError(f"scale must be [low, high] with 0 < low <= high (e.g. [0.9, 1.5]), got {list(value)}")
-        return value
+        from headstart.data.augment import check_scale
+
+        return None if value is None else check_scale(value)
 
 
 class MixConfig(_Strict):

@@ -173,7 +173,7 @@ def pooled_features(model: Any, loader: Any, cache_cfg: Any, batch_size: int, us
                                    CachePlan(n, n, tuple(model.block_names)), batch_size=batch_size,
                                    dtype=cache_cfg.dtype)
         return np.asarray(entry.values, dtype=np.float32)
-    return model.get_embeddings(progress(loader) if progress else loader)[0].numpy().astype(np.float32)
+    return model.get_embeddings(progress(loader) if progress else loader)[0].numpy().astype(np.float32, copy=False)
 
 
 def _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision, dtype, device,

@@ -10,11 +10,12 @@ random erasing (occlusion), besides the plain shift / pad-and-crop / flip.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Augment"]
+__all__ = ["Augment", "check_scale"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,7 @@ class Augment:
 
     def __post_init__(self) -> None:
         if self.scale is not None:
-            low, high = (float(v) for v in self.scale)
-            if not 0 < low <= high:
-                raise ValueError(f"augment.scale must be [low, high] with 0 < low <= high, got {list(self.scale)}.")
-            object.__setattr__(self, "scale", (low, high))
+            object.__setattr__(self, "scale", check_scale(self.scale))
 
     @property
     def active(self) -> bool:
@@ -73,6 +71,15 @@ class Augment:
         if self.erase and rng.random() < self.erase:
             img = _erase(img, rng)
         return np.ascontiguousarray(img, dtype=img.dtype)
+
+
+def check_scale(scale: Sequence[float]) -> tuple[float, float]:
+    """A zoom range as ``(low, high)`` floats; the one check behind both the config and the dataclass."""
+    low, high = (float(v) for v in scale)
+    if not 0 < low <= high:
+        raise ValueError(f"augment.scale must be [low, high] with 0 < low <= high (e.g. [0.9, 1.5]), got "
+                         f"{list(scale)}.")
+    return low, high
 
 
 def _dilate(img: np.ndarray, k: int) -> np.ndarray:

@@ -156,10 +156,15 @@ def _check_file(file: Path, where: str) -> Path:
     )
 
 
+def _csv_options(kind: str) -> dict[str, object]:
+    """tsv: tabs and no quoting (quotes are text, as in AFQMC); csv: commas and minimal quoting."""
+    return {"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ",", "quoting": csv.QUOTE_MINIMAL}
+
+
 def _present_names(file: Path, kind: str, names: Sequence[str], optional: Sequence[str]) -> list[str]:
     """``names`` less the optional ones when the file's first line has exactly that many fields fewer."""
     first = pd.read_csv(file, header=None, nrows=1, encoding="utf-8-sig", compression="infer", dtype=str,
-                        **({"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ","}))
+                        **_csv_options(kind))
     kept = [n for n in names if n not in set(optional)]
     return kept if len(first.columns) == len(kept) < len(names) else list(names)
 
@@ -171,14 +176,11 @@ def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[st
         types = {i: str for i, name in enumerate(names) if name in set(map(str, text_columns))}
         frame = pd.read_csv(file, header=None, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
                             compression="infer", dtype=types, low_memory=False,
-                            **({"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ","}))
+                            **_csv_options(kind))
         if len(frame.columns) == len(names):
             frame.columns = [str(n) for n in names]
         return frame
     if kind in ("csv", "tsv"):
-        options: dict[str, object] = {"sep": ",", "quoting": csv.QUOTE_MINIMAL}
-        if kind == "tsv":
-            options = {"sep": "\t", "quoting": csv.QUOTE_NONE}
         return pd.read_csv(
             file,
             keep_default_na=False,
@@ -187,7 +189,7 @@ def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[st
             compression="infer",
             dtype={str(c): str for c in text_columns},
             low_memory=False,
-            **options,
+            **_csv_options(kind),
         )
     if kind == "parquet":
         return pd.read_parquet(file)

@@ -150,7 +150,7 @@ def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) ->
     feats = pooled_features(loaded.model, inputs.loader, loaded.cfg.cache, loaded.cfg.data.eval_batch_size,
                             use_cache=use_cache, progress=lambda loader: _progress(loader, "embed"))
     out = pd.DataFrame({"row": inputs.rows})
-    out["embedding"] = list(feats.astype(np.float32))
+    out["embedding"] = list(feats)
     if inputs.labels is not None:
         out["label"] = loaded.label_map.decode(inputs.labels)
     return out

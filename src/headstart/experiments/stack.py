@@ -126,10 +126,11 @@ def run_stack(
         raise DataError(f"Class {cls!r} has {int(counts.min())} training rows, fewer than --folds {folds}: some fold "
                         f"model would never see it. Use fewer folds or more training rows.")
     fold_of = stratified_kfold(y_train, folds, split_seed)
+    row_ids = _row_ids(splits.train)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "folds.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, fold=fold_of, label=y_train, row=_row_ids(splits.train))
+        np.savez(fh, fold=fold_of, label=y_train, row=row_ids)
     state_path = out / "stack.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
     done: dict[str, str] = state.get("runs", {})
@@ -158,7 +159,6 @@ def run_stack(
         print(f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs in {out} ({n_runs - len(jobs)} "
               f"finished before); train={len(y_train)} test={len(y_test)} rows, split seed {split_seed}", flush=True)
     failed: list[str] = []
-    row_ids = _row_ids(splits.train)
 
     def on_done(job: FitJob, result: dict[str, Any]) -> None:
         if result["status"] == "done":
@@ -181,15 +181,14 @@ def run_stack(
         raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
                              f"of the same command only runs the rest:\n" + "\n".join(failed))
 
-    rows_train = row_ids
     oof, test = [], []
     for name, _ in bases:
         o, t = cross_fit(fold_of, lambda k, tr, ho, name=name: _read_fold(out / "runs" / name / f"fold{k}",
-                                                                            rows_train[ho], y_test))
+                                                                            row_ids[ho], y_test))
         oof.append(o)
         test.append(t)
         with atomic_path(out / "oof" / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, oof=o, test=t, row=rows_train, label=y_train)
+            np.savez(fh, oof=o, test=t, row=row_ids, label=y_train)
     names = [n for n, _ in bases]
     extra = _frozen_embeddings(first, splits, split_seed) if embeddings else {}
     result = evaluate_stack(names, oof, test, y_train, y_test, splits.label_map.n_classes, seed=split_seed,
