@@ -1,7 +1,7 @@
-"""Shared helpers of the issue-3 performance benchmarks (paths, threads, worker subprocesses, stats).
+"""Shared helpers of the text throughput benchmarks (paths, threads, worker subprocesses, stats).
 
 Every measurement runs in its own ``python benchmarks/<bench>.py --worker ...`` subprocess that prints
-exactly one line ``ISSUE3_RESULT {json}``: peak RSS (``VmHWM``) is then per measurement, and no side
+exactly one line ``BENCH_RESULT {json}``: peak RSS (``VmHWM``) is then per measurement, and no side
 inherits another's allocator state, page cache warm-up aside. All workers get the same thread settings
 (``torch.set_num_threads(threads)`` plus ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` in their environment).
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RUNS = ROOT / "benchmarks" / "runs" / "issue3"  # gitignored (benchmarks/runs/)
+RUNS = ROOT / "benchmarks" / "runs" / "text_throughput"  # gitignored (benchmarks/runs/)
 DATA = ROOT.parent / "shared" / "data"
 SST2 = DATA / "sst2"
-RESULT_MARK = "ISSUE3_RESULT "
+RESULT_MARK = "BENCH_RESULT "
 DEFAULT_THREADS = 2
 
 
@@ -36,7 +36,7 @@ def data_available() -> bool:
 
 
 def skip_message() -> str:
-    return f"{SST2} is absent: nothing to benchmark (the issue-3 benchmarks need ../shared/data/sst2)."
+    return f"{SST2} is absent: nothing to benchmark (the throughput benchmarks need ../shared/data/sst2)."
 
 
 def set_threads(threads: int) -> int:

@@ -1,6 +1,6 @@
-"""Issue 3: training on the feature cache vs recomputing the frozen prefix, per epoch, same losses.
+"""Feature cache: training on the cache vs recomputing the frozen prefix, per epoch, same losses.
 
-Two tasks on the packaged MiniLM (``benchmarks/configs/issue3_cache_sst2.yaml``, seeded SST-2 subset):
+Two tasks on the packaged MiniLM (``benchmarks/configs/feature_cache_sst2.yaml``, seeded SST-2 subset):
 
 * ``linear_probe``: every block frozen. Cached, the pooled 384-d features of train and val are computed
   once (before the first epoch, reported as the build) and every epoch trains the head on them. Reported:
@@ -17,7 +17,7 @@ are also given separately.
 
 Run from the repo root:
     python benchmarks/bench_cache.py [--quick] [--repeats 2] [--tasks linear_probe partial]
-Writes benchmarks/results/issue3_cache.json (``--quick``: issue3_cache_quick.json) and prints a markdown table.
+Writes benchmarks/results/feature_cache.json (``--quick``: feature_cache_quick.json) and prints a markdown table.
 Worker mode (the commands are in the results):
     python benchmarks/bench_cache.py --worker cached --task partial --cache-dir DIR --set KEY=VALUE ...
 """
@@ -52,7 +52,7 @@ from _common import (
     write_json,
 )
 
-CONFIG = "benchmarks/configs/issue3_cache_sst2.yaml"
+CONFIG = "benchmarks/configs/feature_cache_sst2.yaml"
 SCRIPT = "benchmarks/bench_cache.py"
 SIDES = ("cached", "uncached")
 TASKS = ("linear_probe", "partial")
@@ -76,12 +76,12 @@ def run(quick: bool = False, repeats: int = 2, *, tasks: Sequence[str] = TASKS, 
         config: str = CONFIG, verbose: bool = True) -> dict[str, Any]:
     """Alternate cached/uncached workers for each task; settings, commands, per-round numbers, medians."""
     if not data_available():
-        return {"benchmark": "issue3_cache", "skipped": skip_message()}
+        return {"benchmark": "feature_cache", "skipped": skip_message()}
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"Unknown task(s) {unknown}; tasks: {TASKS}.")
     presets = QUICK if quick else FULL
-    result: dict[str, Any] = {"benchmark": "issue3_cache", "quick": quick, "config": config, "threads": threads,
+    result: dict[str, Any] = {"benchmark": "feature_cache", "quick": quick, "config": config, "threads": threads,
                               "machine": machine_info(threads), "tasks": {},
                               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory(prefix="headstart_cache_bench_") as tmp:
@@ -184,7 +184,7 @@ def worker(side: str, task: str, args: argparse.Namespace, t_start: float) -> di
 
     set_threads(args.threads)
     cfg = load_config(ROOT / args.config, [parse_override(o) for o in args.set])
-    cfg.output_dir = str(args.run_dir)
+    cfg.output_dir = str(args.run_dir.resolve())  # absolute: not read relative to the config's folder
     cfg.cache.enabled = side == "cached"
     cfg.cache.dir = str(args.cache_dir)
     marks: dict[str, Any] = {"epochs": [], "losses": []}
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(skip_message())
         return 0
     result = run(quick=args.quick, repeats=args.repeats, tasks=args.tasks, threads=args.threads)
-    out_path = args.out or RESULTS / f"issue3_cache{'_quick' if args.quick else ''}.json"
+    out_path = args.out or RESULTS / f"feature_cache{'_quick' if args.quick else ''}.json"
     write_json(out_path, result)
     print()
     print(to_markdown(result))

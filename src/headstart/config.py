@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from headstart.errors import ConfigError, did_you_mean
+from headstart.paths import missing_path_problems, resolve_paths
 
 __all__ = [
     "BackboneConfig",
@@ -403,7 +404,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
 
 def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] | None = None,
                 raw: dict[str, Any] | None = None) -> RunConfig:
-    """Read, override and validate a run config; every problem is reported in one ConfigError."""
+    """Read, override and validate a run config; every problem is reported in one ConfigError.
+
+    Relative paths in the file resolve from its folder, those in ``overrides`` (the command line) from the
+    working directory (``headstart.paths``); files that must exist are checked once the config is valid.
+    """
     source = "(in memory)"
     if raw is None:
         if path is None:
@@ -426,18 +431,18 @@ def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] 
                 f"Config file '{p}' must hold a mapping of keys (key: value lines), but its top level is a "
                 f"{type(raw).__name__}. Write it like examples/quickstart.yaml: data:, backbone:, strategy: ..."
             )
-        base = p.resolve().parent
-        data = raw.get("data")
-        if isinstance(data, dict):  # data paths are relative to the config file
-            for key in ("train", "val", "test"):
-                if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                    data[key] = str((base / data[key]).resolve()) if (base / data[key]).exists() else data[key]
+    origins = {} if path is None else resolve_paths(raw, Path(path).resolve().parent, "config")
     raw = apply_overrides(dict(raw), overrides or [])
     overridden = {".".join(keys) for keys, _ in overrides or []}
+    origins.update(resolve_paths(raw, Path.cwd(), "command line", only=overridden))
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source, overridden)) from None
+    missing = missing_path_problems(raw, origins) if path is not None else []
+    if missing:
+        raise ConfigError(f"Config {source}: " + " ".join(missing))
+    return cfg
 
 
 def _missing_config_message(p: Path) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "HeadstartError",
     "LayerMapError",
     "RunDirError",
+    "RunInterrupted",
     "did_you_mean",
     "format_choices",
 ]
@@ -44,6 +45,17 @@ class LayerMapError(ConfigError):
 
 class RunDirError(HeadstartError):
     """The run directory cannot be used (exists already, or is not a run directory)."""
+
+
+class RunInterrupted(HeadstartError):
+    """SIGINT / SIGTERM stopped a run at a safe point; ``exit_code`` is 130 (SIGINT) or 143 (SIGTERM).
+
+    The message says what was saved and the command that resumes the run.
+    """
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def did_you_mean(value: str, candidates: Iterable[str], n: int = 3) -> str:

@@ -18,7 +18,7 @@ from headstart.backbones.hf import DEFAULT_TEXT_MODEL, HFBackbone, default_text_
 from headstart.backbones.ptls import PtlsBackbone, is_ptls_encoder
 from headstart.backbones.resnet import RESNET_PRESETS, ResNetBackbone
 from headstart.backbones.siamese import FUSION_OPS, PairFusion, SiameseBackbone
-from headstart.backbones.torch_module import TorchBackbone, import_object
+from headstart.backbones.torch_module import TorchBackbone, check_module_factory, import_object
 from headstart.registry import Registry
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "as_backbone",
     "build_backbone",
     "check_layer_map",
+    "check_module_factory",
     "count_params",
     "default_text_model_path",
     "detect_blocks",

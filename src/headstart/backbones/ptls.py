@@ -15,6 +15,7 @@ from torch import nn
 
 from headstart.backbones.base import detect_blocks, named_blocks_from_paths
 from headstart.backbones.torch_module import TorchBackbone
+from headstart.errors import ConfigError
 
 __all__ = ["PtlsBackbone", "is_ptls_encoder"]
 
@@ -30,10 +31,21 @@ class PtlsBackbone(TorchBackbone):
     """A ptls seq encoder whose output is reduced to one vector per sequence."""
 
     def __init__(self, module: nn.Module, blocks: list[str] | None = None) -> None:
+        try:
+            size = int(module.embedding_size)
+        except (AttributeError, TypeError, ValueError):
+            size = None
+        if size is None:
+            raise ConfigError(
+                f"backbone.type 'ptls' needs a ptls sequence encoder (a SeqEncoderContainer such as "
+                f"ptls.nn:TransformerSeqEncoder, which has an integer embedding_size), but backbone.module built "
+                f"a {type(module).__module__}.{type(module).__name__} without one. Use backbone.type: torch for a "
+                f"plain nn.Module, or name a ptls encoder in backbone.module."
+            )
         if hasattr(module, "is_reduce_sequence") and not module.is_reduce_sequence:
             # Fine-tuning a classifier needs one vector per sequence; ptls' own flag does that.
             module.is_reduce_sequence = True
-        super().__init__(module, out_dim=int(module.embedding_size), blocks=blocks)
+        super().__init__(module, out_dim=size, blocks=blocks)
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         if self._block_paths:

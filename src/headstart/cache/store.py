@@ -16,7 +16,6 @@ and rebuilt, never read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from headstart.errors import ConfigError
+from headstart.fileio import file_digest
 
 __all__ = ["CacheEntry", "CacheWriter", "FeatureCache", "default_cache_dir", "format_bytes"]
 
 ENV_VAR = "HEADSTART_CACHE_DIR"
 _MANIFEST = "manifest.json"
 _ARRAYS = ("values.npy", "offsets.npy")
-_CHUNK = 8 << 20
 
 
 def default_cache_dir() -> Path:
@@ -54,14 +53,6 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -163,7 +154,7 @@ class FeatureCache:
             size = file.stat().st_size
             if size != info["bytes"]:
                 return f"{name} has {size} bytes, the manifest says {info['bytes']}"
-            if verify and _file_digest(file) != info["blake2b"]:
+            if verify and file_digest(file) != info["blake2b"]:
                 return f"the checksum of {name} does not match its manifest"
         return None
 
@@ -196,7 +187,7 @@ class FeatureCache:
             writer.values.flush()
             del writer
             files = {
-                name: {"bytes": (tmp / name).stat().st_size, "blake2b": _file_digest(tmp / name)}
+                name: {"bytes": (tmp / name).stat().st_size, "blake2b": file_digest(tmp / name)}
                 for name in _ARRAYS if (tmp / name).exists()
             }
             manifest = {

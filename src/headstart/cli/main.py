@@ -1,7 +1,13 @@
 """The ``headstart`` command line: fit, inspect, evaluate, predict, embed, cache.
 
 Every user error surfaces as one paragraph on stderr (exit code 2), never a stack trace; set
-``HEADSTART_DEBUG=1`` to see the trace anyway.
+``HEADSTART_DEBUG=1`` to see the trace anyway. A usage mistake (unknown option or command, missing
+argument) prints the usage line and one ``Error:`` line, also with exit code 2.
+
+This module imports only typer and the stdlib-only :mod:`headstart.errors` / :mod:`headstart.logsetup` at
+load time: torch, Lightning, transformers, pandas and the config models load inside the command that needs
+them, so ``headstart --help`` answers at once (benchmarks/cli_startup.py measures it). The help is click's
+plain text (``rich_markup_mode=None``): it does not import rich, and it reads the same in a pipe.
 """
 
 from __future__ import annotations
@@ -13,16 +19,51 @@ from typing import Annotated
 
 import typer
 
-from headstart.config import parse_override
-from headstart.errors import ConfigError, HeadstartError
-from headstart.experiments.jobs import setup_logging
+from headstart.errors import ConfigError, HeadstartError, RunInterrupted
+from headstart.logsetup import setup_logging
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "package_version"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings=CONTEXT_SETTINGS,
                   help="Fine-tune pretrained encoders on downstream tasks.")
 
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", show_default=False)]
+
+
+def package_version() -> str:
+    """The installed distribution's version (what pip sees), else the source tree's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("headstart")
+    except PackageNotFoundError:
+        from headstart import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"headstart {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
+) -> None:
+    # No docstring: typer would show it instead of the app's help. --version acts in its callback.
+    pass
+
+
+def _parse_sets(sets: list[str] | None) -> list[tuple[list[str], object]]:
+    from headstart.config import parse_override
+
+    return [parse_override(s) for s in sets or []]
 
 
 def _overrides(
@@ -52,7 +93,7 @@ def _overrides(
             raise ConfigError(f"--strategy '{strategy}' is not understood: {exc} Examples: full, linear_probe, "
                               f"partial:2, partial:0-3, gradual, gradual:2, gradual:2:1, lora, lora:16.") from None
         out.append((["strategy"], fields))
-    out += [parse_override(s) for s in sets or []]
+    out += _parse_sets(sets)
     return out
 
 
@@ -71,10 +112,17 @@ def fit(
     sets: Annotated[list[str] | None, typer.Option("--set", help="Any config key: --set data.batch_size=16")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last.ckpt.")] = False,
+    keep_last: Annotated[bool, typer.Option("--keep-last", help="Keep checkpoints/last.ckpt (optimizer state) "
+                                                                "after the run finishes; by default a finished "
+                                                                "run drops it and keeps best.safetensors.")]
+    = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen blocks every epoch "
                                                               "(cache.enabled=false).")] = False,
 ) -> None:
     """Fine-tune a model as CONFIG describes and write a run directory."""
+    if overwrite and resume:
+        ctx.fail("--overwrite and --resume cannot be used together: --resume continues the run in output_dir "
+                 "from checkpoints/last.ckpt, --overwrite deletes that run and starts again. Pick one.")
     from headstart.config import load_config
     from headstart.experiments.fit import run_fit
 
@@ -83,7 +131,8 @@ def fit(
         overrides.append((["cache", "enabled"], False))
     cfg = load_config(config, overrides)
     exporting = ctx.info_name == "pretrain"  # the same command, registered twice
-    result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=exporting)
+    result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=exporting,
+                     keep_last=keep_last)
     typer.echo(f"\nRun written to {result.run_dir}")
     if exporting:
         typer.echo(f"Pretrained checkpoint: {result.summary['pretrained_export']} (use: headstart fit B.yaml "
@@ -131,7 +180,7 @@ def compare(
     if configs:
         if not strategies:
             raise ConfigError("compare CONFIG needs --strategies, e.g. --strategies linear_probe,partial:2,full.")
-        result = run_compare(configs[0], strategies, seeds, overrides=[parse_override(s) for s in sets or []],
+        result = run_compare(configs[0], strategies, seeds, overrides=_parse_sets(sets),
                              output_dir=output_dir, split_seed=split_seed, workers=workers, threads=threads,
                              metric=metric, baseline=baseline)
     else:
@@ -169,7 +218,7 @@ def stack(
     from headstart.experiments.stack import run_stack
 
     result = run_stack(inputs, output_dir=output_dir, folds=folds, split_seed=split_seed, meta=meta,
-                       workers=workers, threads=threads, overrides=[parse_override(s) for s in sets or []],
+                       workers=workers, threads=threads, overrides=_parse_sets(sets),
                        embeddings=embeddings)
     typer.echo("\n" + result.files["stack.md"].read_text(encoding="utf-8"))
 
@@ -178,20 +227,20 @@ def stack(
 def inspect(
     config: ConfigArg,
     strategy: Annotated[str | None, typer.Option(help="Strategy override, as for fit.")] = None,
-    lr: Annotated[str | None, typer.Option()] = None,
-    epochs: Annotated[str | None, typer.Option()] = None,
-    steps_per_epoch: Annotated[int, typer.Option("--steps-per-epoch", help="For the LR column.")] = 100,
-    sets: Annotated[list[str] | None, typer.Option("--set")] = None,
+    lr: Annotated[str | None, typer.Option(help="Head learning rate (optim.lr).")] = None,
+    epochs: Annotated[str | None, typer.Option(help="trainer.epochs")] = None,
+    steps_per_epoch: Annotated[int | None, typer.Option(
+        "--steps-per-epoch", min=1, show_default=False,
+        help="Optimizer steps per epoch of the LR column (default: fit's count on the config's training data, "
+             "or 100 when that cannot be read).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Any config key, as for fit.")] = None,
 ) -> None:
     """Print the layer map and the param-group table (group, #params, lr, weight decay, trainable)."""
     from headstart.config import load_config
-    from headstart.experiments.build import build_model
-    from headstart.experiments.inspect import format_inspect
+    from headstart.experiments.inspect import inspect_config
 
     cfg = load_config(config, _overrides(None, strategy, lr, epochs, None, None, None, sets))
-    model = build_model(cfg, n_classes=2, verbose=True)
-    typer.echo(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
-    typer.echo("(head shown for 2 classes; the class count comes from the data at fit time)")
+    typer.echo(inspect_config(cfg, steps_per_epoch))
 
 
 @app.command()
@@ -250,7 +299,8 @@ def embed(
     typer.echo(f"{len(frame)} embeddings of size {dim} written to {output}")
 
 
-cache_app = typer.Typer(no_args_is_help=True, help="The feature cache of frozen encoder outputs.")
+cache_app = typer.Typer(no_args_is_help=True, context_settings=CONTEXT_SETTINGS,
+                        help="The feature cache of frozen encoder outputs.")
 app.add_typer(cache_app, name="cache")
 CacheDir = Annotated[str | None, typer.Option("--dir", help="Cache directory (default: $HEADSTART_CACHE_DIR or "
                                                            "~/.cache/headstart/features).")]
@@ -291,29 +341,45 @@ def cache_clear(
     typer.echo(f"Removed {removed} entries ({format_bytes(freed)}) from {cache.root}.")
 
 
+def _click_exception() -> type[Exception]:
+    """The ClickException class of the click that typer runs on: typer >= 0.2x vendors its own (typer._click),
+    older typer re-exports click's. Found through the public ``typer.BadParameter``, so either works."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors become one clear paragraph and exit code 2."""
+    """Console entry point: user errors become one clear paragraph and exit code 2, usage mistakes the usage
+    line and one ``Error:`` line (exit code 2), interrupted runs exit code 130 / 143; never a traceback."""
     setup_logging()
+    click_exception = _click_exception()
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: typer raises usage errors to us instead of exiting, and returns the code of
+        # typer.Exit (--help, --version: 0; a Ctrl-C that typer caught in a command: 130).
+        code = app(args=argv, prog_name="headstart", standalone_mode=False)
+    except RunInterrupted as exc:
+        if os.environ.get("HEADSTART_DEBUG"):
+            raise
+        typer.echo(f"interrupted: {exc}", err=True)
+        return exc.exit_code
     except HeadstartError as exc:
         if os.environ.get("HEADSTART_DEBUG"):
             raise
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except KeyboardInterrupt:
-        typer.echo("interrupted (the last completed epoch is in checkpoints/last.ckpt; use --resume)", err=True)
+    except KeyboardInterrupt:  # a Ctrl-C before typer runs the command
+        typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    except click_exception as exc:  # usage errors (exit code 2), no-args help, bad file arguments
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        return 1
+    if code == 130:  # typer turns a Ctrl-C outside a training loop into Exit(130)
+        typer.echo("interrupted", err=True)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

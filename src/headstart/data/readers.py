@@ -3,16 +3,26 @@
 Empty cells become NaN so that missing labels can be reported, but words such as "NA" or "null" stay
 text: pandas' default NA list would silently turn a review that says "NA" into a missing value. TSV is
 read without quote handling because real TSV corpora (SST-2, MRPC) contain unbalanced double quotes.
+
+Before pandas reads a csv/tsv file, every line's field count is checked against the first line's: pandas
+would otherwise take the first field as the index when the first data line has one field too many (an
+unquoted comma in a text), silently shifting every column, and pad short lines with NaN.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
 import json
+import lzma
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 
@@ -35,6 +45,8 @@ SUFFIXES: dict[str, str] = {
     ".json": "json",
 }
 _BOM = "\ufeff"
+_SHOWN_LINES = 3  # malformed lines quoted in a field-count error
+_LINE_PREVIEW = 80  # characters of each quoted line
 _PARSE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, EOFError, zlib.error)
 try:  # pyarrow's errors are mostly ValueError/OSError subclasses, but not all of them
     import pyarrow as _pa
@@ -85,6 +97,14 @@ def read_table(
     """
     file = _check_file(Path(os.path.expanduser(str(path))), where)
     kind = detect_format(file, fmt, where)
+    if column_names is not None:
+        repeated = sorted({str(n) for n in column_names if list(map(str, column_names)).count(str(n)) > 1})
+        if repeated:
+            raise ConfigError(
+                f"data.column_names ({format_choices(column_names)}) names {format_choices(repeated)} more than "
+                f"once, so the columns of {where} ('{file}') could not be told apart. Give each field its own "
+                f"name, in file order, e.g. [text, text_pair, label]."
+            )
     if column_names is not None and kind not in ("csv", "tsv"):
         raise ConfigError(f"data.column_names names the columns of header-less csv/tsv files, but {where} "
                           f"('{file}') is read as {kind}, whose columns are named in the file; remove "
@@ -92,7 +112,7 @@ def read_table(
     try:
         if column_names is not None and optional_columns:
             column_names = _present_names(file, kind, column_names, optional_columns)
-        frame = _read(file, kind, text_columns, column_names)
+        frame = _read(file, kind, text_columns, column_names, where)
     except DataError:
         raise
     except pd.errors.EmptyDataError:
@@ -164,18 +184,21 @@ def _csv_options(kind: str) -> dict[str, object]:
 def _present_names(file: Path, kind: str, names: Sequence[str], optional: Sequence[str]) -> list[str]:
     """``names`` less the optional ones when the file's first line has exactly that many fields fewer."""
     first = pd.read_csv(file, header=None, nrows=1, encoding="utf-8-sig", compression="infer", dtype=str,
-                        **_csv_options(kind))
+                        index_col=False, **_csv_options(kind))
     kept = [n for n in names if n not in set(optional)]
     return kept if len(first.columns) == len(kept) < len(names) else list(names)
 
 
-def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Dispatch to the reader of one format."""
+def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[str] | None = None,
+          where: str = "data.train") -> pd.DataFrame:
+    """Dispatch to the reader of one format; csv/tsv lines are checked for a steady field count first."""
+    if kind in ("csv", "tsv"):
+        _check_field_counts(file, kind, where, header=names is None)
     if kind in ("csv", "tsv") and names is not None:
         # Read the fields by position, then name them: a count mismatch is reported, not padded with NaN.
         types = {i: str for i, name in enumerate(names) if name in set(map(str, text_columns))}
         frame = pd.read_csv(file, header=None, keep_default_na=False, na_values=[""], encoding="utf-8-sig",
-                            compression="infer", dtype=types, low_memory=False,
+                            compression="infer", dtype=types, low_memory=False, index_col=False,
                             **_csv_options(kind))
         if len(frame.columns) == len(names):
             frame.columns = [str(n) for n in names]
@@ -189,11 +212,120 @@ def _read(file: Path, kind: str, text_columns: Sequence[str], names: Sequence[st
             compression="infer",
             dtype={str(c): str for c in text_columns},
             low_memory=False,
+            index_col=False,  # never take the first field as the index (it shifts every column)
             **_csv_options(kind),
         )
     if kind == "parquet":
         return pd.read_parquet(file)
     return _read_json_records(file)
+
+
+def _check_field_counts(file: Path, kind: str, where: str, header: bool) -> None:
+    """Raise DataError when a line has more or fewer fields than the first line (the header, if any).
+
+    Uses the csv module with the same separator and quoting as pandas, so a quoted multi-line text is one
+    record; line numbers are physical lines of the file (an editor's numbers), counting the header as 1.
+    Blank lines are skipped, as pandas skips them.
+    """
+    sep, quoting = ("\t", csv.QUOTE_NONE) if kind == "tsv" else (",", csv.QUOTE_MINIMAL)
+    with _open_text(file) as handle:
+        if handle is None:  # a compression the csv module cannot open here; pandas still checks long lines
+            return
+        record_lines: list[str] = []
+
+        def lines() -> Iterator[str]:
+            for line in handle:
+                record_lines.append(line)
+                yield line
+
+        reader = csv.reader(lines(), delimiter=sep, quoting=quoting)
+        first: tuple[int, list[str]] | None = None  # (line number, fields) of the first record
+        bad: list[tuple[int, int, int, str]] = []  # (first line, last line, fields, raw first line)
+        n_bad = 0
+        start = 1
+        try:
+            with _large_fields():
+                for record in reader:
+                    line, start = start, reader.line_num + 1
+                    raw = record_lines[0] if record_lines else ""
+                    record_lines.clear()
+                    if not record or (len(record) == 1 and not record[0].strip()):
+                        continue
+                    if first is None:
+                        first = (line, record)
+                    elif len(record) != len(first[1]):
+                        n_bad += 1
+                        if len(bad) < _SHOWN_LINES:
+                            bad.append((line, reader.line_num, len(record), raw))
+        except csv.Error:  # leave the exact complaint to pandas
+            return
+    if first is None or not bad:
+        return
+    first_line, names = first
+    expected = len(names)
+    fields = f"{expected} field{'s' if expected != 1 else ''}"
+    shown = "; ".join(
+        f"line {line} has {count} field{'s' if count != 1 else ''}, expected {expected}, and starts '{_preview(raw)}'"
+        + (f" (a quoted field runs on to line {end}: check for an unbalanced quote)" if end > line else "")
+        for line, end, count, raw in bad
+    )
+    more = f" (and {n_bad - len(bad)} more line{'s' if n_bad - len(bad) != 1 else ''})" if n_bad > len(bad) else ""
+    reference = (
+        f"its header (line {first_line}: {format_choices(names, limit=8)}; {fields})" if header
+        else f"its first line (line {first_line}, {fields})"
+    )
+    if kind == "tsv":
+        fix = (
+            "Every line needs the same number of tabs: remove tabs inside texts (or replace them with spaces), "
+            "and check that no line was cut short."
+        )
+    else:
+        fix = (
+            'Quote fields that contain the separator, e.g. "a, b" (a quote inside a quoted field is doubled: '
+            '""), or save the file tab-separated and use format: tsv (data.format).'
+        )
+    raise DataError(
+        f"{where}: {n_bad} line{'s' if n_bad != 1 else ''} of '{file}' "
+        f"{'have' if n_bad != 1 else 'has'} a different number of fields than {reference}, "
+        f"separator: {'tab' if kind == 'tsv' else 'comma'}: {shown}{more}. Read as is, such lines would shift "
+        f"or drop columns. {fix}"
+    )
+
+
+@contextmanager
+def _open_text(file: Path) -> Iterator[IO[str] | None]:
+    """``file`` as UTF-8 text (newline='' for the csv module), through gzip/bz2/xz by suffix; None otherwise."""
+    name = file.name.lower()
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    suffix = next((s for s in openers if name.endswith(s)), None)
+    if suffix is None and name.endswith((".zip", ".zst", ".tar")):
+        yield None
+        return
+    if suffix is None:
+        handle: IO[str] = open(file, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed below
+    else:
+        handle = io.TextIOWrapper(openers[suffix](file, "rb"), encoding="utf-8-sig", newline="")
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+@contextmanager
+def _large_fields() -> Iterator[None]:
+    """Lift the csv module's 128 KiB field limit (long documents) for the duration of one scan."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _preview(line: str) -> str:
+    """The start of a raw line, one line, for a message."""
+    line = line.rstrip("\r\n").lstrip(_BOM).replace("\t", "\\t")  # a tab shows as \t
+    return line if len(line) <= _LINE_PREVIEW else line[: _LINE_PREVIEW - 3] + "..."
 
 
 def _read_json_records(file: Path) -> pd.DataFrame:

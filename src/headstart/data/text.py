@@ -173,8 +173,8 @@ class TextClassificationDataset(Dataset):
             )
         if int(max_length) < 1:
             raise ConfigError(f"max_length must be a positive number of tokens, got {max_length!r}.")
-        texts = frame["text"].astype(str).tolist()
-        pairs = frame["text_pair"].astype(str).tolist() if "text_pair" in frame.columns else None
+        texts = _texts(frame, "text")
+        pairs = _texts(frame, "text_pair") if "text_pair" in frame.columns else None
         if siamese and pairs is None:
             raise DataError("A Siamese text model needs pairs: the frame has no 'text_pair' column. Set "
                             "data.text_pair_column to the column holding the second text.")
@@ -228,6 +228,25 @@ class TextClassificationDataset(Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[index]
         return item
+
+
+def _texts(frame: pd.DataFrame, column: str) -> list[str]:
+    """One string per row; a missing value is a DataError naming the rows (the tokenizer would crash on it)."""
+    values = frame[column].to_numpy(dtype=object)
+    missing = np.flatnonzero(pd.isna(values))
+    if len(missing):
+        if "row" in frame.columns:
+            where = "data rows " + ", ".join(str(int(r) + 1) for r in frame["row"].to_numpy()[missing[:5]])
+            where += " of the file, counting from 1 after the header"
+        else:
+            where = "positions " + ", ".join(str(int(r)) for r in missing[:5]) + " (0-based)"
+        raise DataError(
+            f"The '{column}' column given to TextClassificationDataset has {len(missing)} missing value(s) "
+            f"({where}{', ...' if len(missing) > 5 else ''}), but the tokenizer needs a string for every row. "
+            f"Fill them (frame['{column}'] = frame['{column}'].fillna('')) or drop those rows; load_text_splits "
+            f"and load_text_frame do this for you (a missing text becomes '' with a warning)."
+        )
+    return [v if isinstance(v, str) else str(v) for v in values]
 
 
 def _tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None,
@@ -385,11 +404,12 @@ def _select_columns(
         )
     frame = frame.set_axis(available, axis=1)
     out = pd.DataFrame(index=pd.RangeIndex(len(frame)))
-    out["text"] = _clean_text(frame[columns["data.text_column"]], where, columns["data.text_column"])
+    # Positional (.to_numpy()): the frame's own index must never be aligned against the output rows.
+    out["text"] = _clean_text(frame[columns["data.text_column"]], where, columns["data.text_column"]).to_numpy()
     if "data.text_pair_column" in columns:
         out["text_pair"] = _clean_text(
             frame[columns["data.text_pair_column"]], where, columns["data.text_pair_column"]
-        )
+        ).to_numpy()
     if "data.label_column" in columns:
         out["label"] = frame[columns["data.label_column"]].to_numpy()
     out["row"] = np.arange(len(frame), dtype=np.int64)

@@ -1,8 +1,12 @@
 """``headstart fit``: one readable path from a config to a finished run directory.
 
 config -> run dir -> data + label map -> backbone + tokenizer -> model (+ pretrained encoder) ->
-Lightning Trainer (metrics.csv, TensorBoard, best/top-k safetensors, atomic last.ckpt for resume) ->
+Lightning Trainer (metrics.csv, TensorBoard, best/top-k safetensors, last.ckpt after every epoch) ->
 best weights evaluated on val/test -> reload round-trip check -> plots + summary.json.
+
+The run directory is locked for the run's life (one writer); SIGINT / SIGTERM stop at a batch boundary
+with the last finished epoch saved; a finished run drops its training state (last.ckpt) unless
+``keep_last``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
 from headstart.data import load_text_splits
 from headstart.data.image_splits import load_image_splits
-from headstart.errors import CheckpointError, ConfigError
+from headstart.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
 from headstart.experiments.build import (
     EpochSeed,
     build_cached_loaders,
@@ -39,14 +43,22 @@ from headstart.experiments.build import (
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect
-from headstart.experiments.rundir import peak_rss_mb, prepare_run_dir, trim_heap
+from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, trim_heap
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
-from headstart.train.callbacks import AtomicCheckpointIO, BestWeights, MetricsCSV
-from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, save_weights
+from headstart.train.callbacks import (
+    AtomicCheckpointIO,
+    BestWeights,
+    LastCheckpoint,
+    MetricsCSV,
+    ResumeSamplerEpoch,
+)
+from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, sidecar_path
+from headstart.train.interrupt import GracefulStop
 from headstart.train.pretrained import export_pretrained as export_pretrained_weights
 from headstart.train.pretrained import load_pretrained
+from headstart.train.weight_store import default_weights_dir, store_frozen_weights
 
 __all__ = ["FitResult", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
 
@@ -69,6 +81,7 @@ def run_fit(
     export_pretrained: bool = False,
     splits: Any = None,
     predict: dict[str, Any] | None = None,
+    keep_last: bool = False,
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
@@ -77,7 +90,8 @@ def run_fit(
     splits, as the loaders return them) replaces reading ``cfg.data``: headstart stack trains fold models so.
     ``predict`` adds named row sets (frames / image arrays like the splits') that the best weights predict:
     like val and test, their class probabilities go to ``predictions/<name>.npz`` (through the feature
-    cache where the run uses it).
+    cache where the run uses it). ``keep_last``: keep ``checkpoints/last.ckpt`` (weights + optimizer state) after
+    the run finishes; by default it is deleted then, since ``best.safetensors`` holds the weights.
     """
     t0 = time.perf_counter()
     image = cfg.task == "image_classification"
@@ -90,7 +104,27 @@ def run_fit(
         )
     if not image:
         resolve_pair(cfg, cfg.data.text_pair_column is not None, image=False)
-    run = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
+    run, lock = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
+    try:
+        return _run_locked(cfg, run, t0, image, resume=resume, verbose=verbose, callbacks=callbacks,
+                           export_pretrained=export_pretrained, splits=splits, predict=predict, keep_last=keep_last,
+                           lock_note=lock.note())
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bool, verbose: bool,
+                callbacks: list[pl.Callback] | None, export_pretrained: bool, splits: Any,
+                predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None) -> FitResult:
+    """``run_fit`` once ``run`` is locked and prepared."""
+    if lock_note and verbose:
+        print(lock_note)
+    done = epochs_done(run)
+    if resume and (run / "summary.json").exists() and done >= cfg.trainer.epochs:
+        raise RunDirError(
+            f"Nothing to resume in '{run}': the run finished all {done} epochs (summary.json). Raise --epochs "
+            f"(trainer.epochs) above {done} with --resume to train longer, or pass --overwrite to train again."
+        )
     threads = configure_threads(cfg.trainer.threads)
     seed_everything(cfg.trainer.seed)
 
@@ -143,13 +177,16 @@ def run_fit(
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
 
-    # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch.
+    # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch,
+    # and shared on disk by every run with the same ones (a hard link into the weights store).
     frozen_names = model.static_weight_names()
+    frozen_storage = None
     if frozen_names:
         frozen_path = run / "checkpoints" / FROZEN_WEIGHTS
         if not (resume and frozen_path.exists()):
             state = model.weights_state()
-            save_weights({k: state[k] for k in frozen_names}, frozen_path)
+            frozen_storage = store_frozen_weights({k: state[k] for k in frozen_names}, frozen_path,
+                                                  default_weights_dir(cfg.cache.dir))
         model.frozen_weights_file = frozen_path
 
     # Train.
@@ -158,9 +195,11 @@ def run_fit(
     best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
                        sidecar)
     metrics_csv = MetricsCSV(run / "metrics.csv")
+    last_path = run / "checkpoints" / "last.ckpt"
+    stopper = GracefulStop(lambda trainer: _resume_hint(run, epochs_done(run)))
     all_callbacks: list[pl.Callback] = [
-        EpochSeed(cfg.trainer.seed), metrics_csv, best,
-        ModelCheckpoint(dirpath=run / "checkpoints", filename="last", save_top_k=0, save_last=True),
+        EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(fit_loaders["train"]), metrics_csv, best,
+        LastCheckpoint(last_path), stopper,
         *(callbacks or []),
     ]
     es = cfg.trainer.early_stopping
@@ -172,8 +211,18 @@ def run_fit(
         **trainer_kwargs, callbacks=all_callbacks, default_root_dir=str(run),
         logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
     )
-    ckpt = str(run / "checkpoints" / "last.ckpt") if resume else None
-    trainer.fit(model, fit_loaders["train"], fit_loaders["val"], ckpt_path=ckpt)
+    ckpt = str(last_path) if resume else None
+    stopper.install()
+    try:
+        trainer.fit(model, fit_loaders["train"], fit_loaders["val"], ckpt_path=ckpt)
+    except BaseException as exc:
+        if stopper.signum is None or isinstance(exc, RunInterrupted):
+            raise
+        # Lightning's own SIGTERM handling raised first: the same safe point, the same message.
+        raise RunInterrupted(f"{'SIGTERM' if stopper.exit_code == 143 else 'SIGINT'} during training. "
+                             f"{_resume_hint(run, epochs_done(run))}", exit_code=stopper.exit_code) from None
+    finally:
+        stopper.uninstall()
     train_time = time.perf_counter() - t0
     rss_train = peak_rss_mb()
     release_training_state(trainer, model)
@@ -240,10 +289,26 @@ def run_fit(
         summary["pretrained_export"] = str(export_pretrained_weights(
             run, model, {"task": cfg.task, "backbone_config": cfg.backbone.model_dump(),
                          "normalization": {"mean": d.mean, "std": d.std} if image else None}))
+    summary["frozen_weights"] = frozen_storage
+    summary["last_checkpoint"] = "kept" if keep_last else "dropped after success (--keep-last keeps it)"
     write_json(run / "summary.json", summary)
+    if not keep_last:  # the weights are in best.safetensors; the optimizer state only serves --resume
+        last_path.unlink(missing_ok=True)
+        sidecar_path(last_path).unlink(missing_ok=True)
     if verbose:
         print(json.dumps({k: summary[k] for k in ("best_epoch", "val", "test", "wall_time_s")}, indent=2))
+        print(f"Kept: checkpoints/best.safetensors (epoch {best.best_epoch})"
+              + (", checkpoints/last.ckpt (--keep-last)" if keep_last else "; last.ckpt dropped (--keep-last "
+                 "keeps the training state)"))
     return FitResult(run, summary)
+
+
+def _resume_hint(run: Path, done: int) -> str:
+    if done == 0:
+        return (f"No epoch had finished, so nothing was saved; run the same command again with --overwrite to "
+                f"start over (run directory {run}).")
+    return (f"Epochs 1-{done} are saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
+            f"and will be repeated). Resume: run the same command with --resume.")
 
 
 def load_splits(cfg: RunConfig, split_seed: int) -> Any:

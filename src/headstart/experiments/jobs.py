@@ -15,27 +15,15 @@ import logging
 import multiprocessing
 import os
 import traceback
-import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headstart.logsetup import setup_logging  # re-exported: worker processes and older imports use it here
+
 __all__ = ["FitJob", "config_digest", "run_job", "run_jobs", "setup_logging", "threads_per_worker"]
-
-
-def setup_logging() -> None:
-    """Quiet Lightning's chatter and the warnings headstart handles on purpose (CLI and worker processes)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-    # Frozen blocks are in eval mode on purpose (DESIGN rule 6); each phase change is logged instead.
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 @dataclass

@@ -20,7 +20,15 @@ from typing import Any
 
 from headstart.errors import ConfigError, LayerMapError, did_you_mean
 
-__all__ = ["STRATEGY_NAMES", "LoraSpec", "Strategy", "format_strategy_spec", "parse_block_range", "parse_strategy_spec"]
+__all__ = [
+    "STRATEGY_NAMES",
+    "LoraSpec",
+    "Strategy",
+    "check_block_range",
+    "format_strategy_spec",
+    "parse_block_range",
+    "parse_strategy_spec",
+]
 
 STRATEGY_NAMES = ("full", "linear_probe", "partial", "gradual", "lora")
 
@@ -53,6 +61,8 @@ class Strategy:
                 "strategy 'partial' needs exactly one of strategy.freeze (a block range such as '0-3') or "
                 "strategy.train_last (train the last k blocks)."
             )
+        if self.freeze is not None:  # the syntax needs no backbone: fail before one is built
+            check_block_range(self.freeze)
         if self.name == "gradual" and self.freeze_epochs < 1:
             raise ConfigError(
                 f"strategy 'gradual' needs strategy.freeze_epochs >= 1 (got {self.freeze_epochs}); use 'full' to "
@@ -109,26 +119,75 @@ def _listing(block_names: list[str] | None) -> str:
     return "(" + ", ".join(f"{i}={n}" for i, n in enumerate(block_names)) + ")"
 
 
-def parse_block_range(spec: str | int, n_blocks: int, block_names: list[str] | None = None) -> set[int]:
-    """Parse ``"0-3"`` (inclusive), ``"5"`` or ``"0-2,5"`` into block indices."""
-    out: set[int] = set()
-    for part in filter(None, str(spec).replace(" ", "").split(",")):
+_RANGE_EXAMPLES = "write it like '0-3' (blocks 0 to 3, both included), '5' or '0-2,5'"
+
+
+def check_block_range(spec: str | int, where: str = "strategy.freeze") -> list[tuple[int, int]]:
+    """Check the syntax of a block range such as ``"0-3"``, ``"5"`` or ``"0-2,5"``; return its (lo, hi) parts.
+
+    Needs no backbone, so configs and ``--strategy partial:...`` fail before any model is built; the bounds
+    are checked by :func:`parse_block_range` against the layer map.
+    """
+    text = str(spec).replace(" ", "")
+    parts: list[tuple[int, int]] = []
+    for part in text.split(","):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if match is None:
-            raise ConfigError(
-                f"strategy.freeze '{spec}' is not a block range; write it like '0-3' (inclusive), '5' or '0-2,5'."
-            )
+            raise ConfigError(_range_syntax_problem(str(spec), part, where))
         lo = int(match.group(1))
         hi = int(match.group(2)) if match.group(2) is not None else lo
-        if not (lo <= hi < n_blocks):
+        if lo > hi:
+            inside = f" in '{part}'" if part != text else ""
+            fixed = _swap(str(spec), part, hi, lo)
+            raise ConfigError(
+                f"Block range '{spec}' ({where}) is reversed{inside}: start {lo} > end {hi}. Ranges run from the "
+                f"lower block index to the higher, both ends included: write '{fixed}' (on the command line: "
+                f"--strategy partial:{fixed})."
+            )
+        parts.append((lo, hi))
+    return parts
+
+
+def _range_syntax_problem(spec: str, part: str, where: str) -> str:
+    """Why one comma-separated part of a block range is not ``N`` or ``N-M``, as a full message."""
+    layer_map = "`headstart inspect CONFIG` prints the numbered layer map"
+    if not part:
+        return (
+            f"Block range '{spec}' ({where}) has an empty part (a leading, trailing or doubled comma, or no "
+            f"range at all); {_RANGE_EXAMPLES}."
+        )
+    if re.fullmatch(r"-\d+", part):
+        return (
+            f"Block range '{spec}' ({where}) contains the negative index '{part}', but blocks are numbered from 0 "
+            f"(the block nearest the input) upwards; there is no Python-style -1 for the last block. To train only "
+            f"the last k blocks use strategy.train_last: k (--strategy partial:k, e.g. partial:1); to freeze blocks "
+            f"{_RANGE_EXAMPLES}; {layer_map}."
+        )
+    return (
+        f"Block range '{spec}' ({where}) is not understood: '{part}' is neither a block index nor a range 'lo-hi' "
+        f"of two indices. Blocks are given by number, 0 being the block nearest the input; {_RANGE_EXAMPLES}; "
+        f"{layer_map}."
+    )
+
+
+def _swap(spec: str, part: str, lo: int, hi: int) -> str:
+    """``spec`` with the reversed ``part`` written the right way round."""
+    parts = spec.replace(" ", "").split(",")
+    return ",".join(f"{lo}-{hi}" if p == part else p for p in parts)
+
+
+def parse_block_range(spec: str | int, n_blocks: int, block_names: list[str] | None = None) -> set[int]:
+    """Parse ``"0-3"`` (inclusive), ``"5"`` or ``"0-2,5"`` into block indices, checked against ``n_blocks``."""
+    out: set[int] = set()
+    for lo, hi in check_block_range(spec):
+        if hi >= n_blocks:
             raise LayerMapError(
-                f"Block range '{spec}' (strategy.freeze) is out of bounds: the backbone has {n_blocks} blocks, "
-                f"valid indices are 0 to {n_blocks - 1} {_listing(block_names)}. Use a range inside 0-{n_blocks - 1} "
-                f"(e.g. --strategy partial:0-{max(0, n_blocks - 2)}); `headstart inspect CONFIG` prints the layer map."
+                f"Block range '{spec}' (strategy.freeze) is out of bounds: block {hi} does not exist, the backbone "
+                f"has {n_blocks} blocks, valid indices are 0 to {n_blocks - 1} {_listing(block_names)}. Use a range "
+                f"inside 0-{n_blocks - 1} (e.g. --strategy partial:0-{max(0, n_blocks - 2)}); "
+                f"`headstart inspect CONFIG` prints the layer map."
             )
         out.update(range(lo, hi + 1))
-    if not out:
-        raise ConfigError(f"strategy.freeze '{spec}' selects no block; write it like '0-3'.")
     return out
 
 
@@ -146,9 +205,18 @@ def parse_strategy_spec(spec: str) -> dict[str, Any]:
     if not arg:
         return fields
     if name == "partial":
-        fields.update({"train_last": int(arg)} if arg.isdigit() else {"freeze": arg})
+        if arg.strip().isdigit():
+            fields["train_last"] = int(arg)
+        else:
+            check_block_range(arg)
+            fields["freeze"] = arg.strip()
     elif name == "gradual":
         parts = arg.split(":")
+        if len(parts) > 2:
+            raise ConfigError(
+                f"'{spec}' has {len(parts)} ':'-separated numbers, but gradual takes at most two: gradual:E "
+                f"(E head-only epochs) or gradual:E:K (then one more block every K epochs), e.g. gradual:2:1."
+            )
         fields["freeze_epochs"] = _spec_int(parts[0], spec, "gradual:E[:K] needs whole numbers of epochs")
         if len(parts) > 1:
             fields["unfreeze_every"] = _spec_int(parts[1], spec, "gradual:E[:K] needs whole numbers of epochs")

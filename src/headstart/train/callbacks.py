@@ -1,4 +1,5 @@
-"""Callbacks that persist a run: per-epoch metrics.csv, top-k/best safetensors, atomic Lightning ckpts."""
+"""Callbacks that persist a run: per-epoch metrics.csv, top-k/best safetensors, and last.ckpt after every
+epoch (atomic, digest-checked, loaded without unpickling code)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from headstart.fileio import atomic_path, atomic_write_text
-from headstart.train.checkpoint import save_weights
+from headstart.errors import CheckpointError
+from headstart.fileio import atomic_write_text
+from headstart.train.checkpoint import (
+    atomic_checked_path,
+    explain_torch_load_error,
+    save_weights,
+    verify_file,
+)
 
-__all__ = ["AtomicCheckpointIO", "BestWeights", "MetricsCSV", "metric_value"]
+__all__ = ["AtomicCheckpointIO", "BestWeights", "LastCheckpoint", "MetricsCSV", "ResumeSamplerEpoch", "metric_value"]
 
 
 def metric_value(trainer: pl.Trainer, name: str) -> float | None:
@@ -41,8 +49,70 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} writes local files and takes no storage_options.")
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        meta = {"epoch": int(checkpoint.get("epoch", 0)) + 1, "global_step": int(checkpoint.get("global_step", 0)),
+                "format": "lightning"}
+        with atomic_checked_path(path, meta) as tmp, open(tmp, "wb") as fh:
             torch.save(checkpoint, fh)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Verify the digest in ``last.json``, then ``torch.load(weights_only=True)`` whatever the caller asked:
+        a training state never needs to unpickle code, so a pickle payload is refused, not run."""
+        where = "The training state being resumed (--resume)"
+        path = Path(path)
+        if not path.exists():
+            raise CheckpointError(f"{where} '{path}' does not exist. Run without --resume to start the run.")
+        verify_file(path, where)
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{where} '{path}' cannot be loaded: {explain_torch_load_error(exc)}. headstart loads training state "
+                f"with torch.load(weights_only=True) only. If this file was not written by headstart, or is "
+                f"damaged, delete it (the run restarts with --overwrite) or restore the run's checkpoints/ folder."
+            ) from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(
+                f"{where} '{path}' is not a Lightning training checkpoint (no state_dict). Restore the run's "
+                f"checkpoints/ folder, or start again with --overwrite."
+            )
+        return checkpoint
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` after every training epoch, whatever the monitored metric did.
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last`` only when a top-k file is
+    saved or at the end of training, so a killed run had nothing to resume. As a ``Checkpoint`` this runs
+    after the LightningModule's and the other callbacks' epoch-end hooks (Lightning orders checkpoint
+    callbacks last), so the saved state includes this epoch's metrics rows, best weights and early-stopping
+    counters. The write is atomic: the previous file stays until the new one is complete.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(self.path)
+
+
+class ResumeSamplerEpoch(pl.Callback):
+    """On resume, set the training sampler to the epoch that comes next before Lightning draws from it.
+
+    Lightning creates (and prefetches from) the training iterator in ``setup_data`` before it calls
+    ``set_epoch``, so the first epoch after a resume would replay epoch 0's batch order. ``LastCheckpoint``
+    saves at epoch ends only, so the next epoch is the saved one plus one.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        from lightning_fabric.utilities.data import _set_sampler_epoch
+
+        _set_sampler_epoch(self.loader, int(checkpoint.get("epoch", 0)) + 1)
 
 
 class MetricsCSV(pl.Callback):
@@ -62,7 +132,8 @@ class MetricsCSV(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        epoch = trainer.current_epoch + 1  # 1-based, like the progress bar and summary.json
+        row: dict[str, Any] = {"epoch": epoch, "step": trainer.global_step}
         for key in ("train_loss", "train_acc"):
             row[key] = metric_value(trainer, key)
         for key in sorted(trainer.callback_metrics):
@@ -80,7 +151,7 @@ class MetricsCSV(pl.Callback):
             row["lr_encoder_max"] = max(enc) if enc else 0.0
             row["trainable_blocks"] = len(getattr(pl_module, "trainable_blocks", ()))
         row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
-        self.rows = [r for r in self.rows if int(r["epoch"]) != trainer.current_epoch] + [row]
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
         self._write()
 
     def _write(self) -> None:
@@ -125,7 +196,7 @@ class BestWeights(pl.Callback):
         value = metric_value(trainer, self.monitor)
         if value is None or math.isnan(value):
             return
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch + 1  # 1-based
         is_best = self.best_value is None or self._better(value, self.best_value)
         worst = None
         if len(self.kept) >= self.top_k:

@@ -2,6 +2,11 @@
 
 * Writes are atomic (temp file in the same directory + ``os.replace``): a crash never leaves a
   half-written checkpoint where a good one was.
+* Every file has a JSON sidecar (``best.json`` beside ``best.safetensors``, ``last.json`` beside
+  ``last.ckpt``) recording its size and BLAKE2b digest; reads verify it, so a damaged file is a
+  ``CheckpointError`` naming the file, never weights that load silently. The sidecar is written before
+  the file is renamed into place and also keeps the previous digest, so a crash between the two renames
+  leaves a pair that still verifies.
 * Reads never execute pickled code: safetensors, or ``torch.load(weights_only=True)`` (DESIGN rule 7).
 * Weights that no step of a run can change (static-frozen blocks, LoRA base weights) are written once per
   run to ``frozen.safetensors``; best / top-k / last checkpoints hold only the rest and name that file in
@@ -14,7 +19,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,17 +29,22 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
-from headstart.fileio import atomic_path, atomic_write_text
+from headstart.fileio import atomic_path, content_digest, write_json
 
 __all__ = [
     "FROZEN_WEIGHTS",
     "KeyReport",
+    "atomic_checked_path",
     "check_key_report",
+    "explain_torch_load_error",
     "load_encoder_weights",
     "match_state_dict",
     "read_linked",
     "read_state_dict",
     "save_weights",
+    "sidecar_path",
+    "verify_file",
+    "write_safetensors",
 ]
 
 FROZEN_WEIGHTS = "frozen.safetensors"
@@ -46,14 +57,19 @@ def save_weights(
     sidecar: dict[str, Any] | None = None,
     links: Iterable[str] = (),
 ) -> None:
-    """Atomically write a safetensors file (+ ``<name>.json`` sidecar with ``sidecar``).
+    """Atomically write a safetensors file and its ``<name>.json`` sidecar (``sidecar`` + the file's digest).
 
     ``links`` names files beside ``path`` that hold the remaining tensors (``frozen.safetensors``);
     ``read_state_dict`` merges them, so a checkpoint need not repeat weights the run never changes.
     """
+    with atomic_checked_path(path, sidecar) as tmp:
+        write_safetensors(state, tmp, links)
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: str | Path, links: Iterable[str] = ()) -> None:
+    """The bytes of a weights file (not atomic: ``save_weights`` wraps it). Same state, same bytes."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     seen: dict[int, str] = {}
     for key, value in state.items():
@@ -67,10 +83,74 @@ def save_weights(
     links = [str(name) for name in links]
     if links:
         metadata[_LINKS_KEY] = json.dumps(links)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``best.safetensors`` -> ``best.json``, ``last.ckpt`` -> ``last.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # a damaged sidecar cannot vouch for the file; verify_file says so
+    return data if isinstance(data, dict) else None
+
+
+@contextmanager
+def atomic_checked_path(path: str | Path, sidecar: dict[str, Any] | None = None) -> Iterator[str]:
+    """Like ``atomic_path``, and record the written file's digest in its JSON sidecar (plus ``sidecar``).
+
+    The sidecar is replaced before the file: it names the new digest and keeps the previous one, so a crash
+    between the two renames leaves the old file with a sidecar that still vouches for it.
+    """
+    path = Path(path)
+    before = _read_sidecar(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=metadata)
-    if sidecar is not None:
-        atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
+        yield tmp
+        record = dict(sidecar or {}, content=content_digest(tmp))
+        if before is not None and isinstance(before.get("content"), dict) and path.exists():
+            record["previous_content"] = before["content"]
+        write_json(sidecar_path(path), record)
+
+
+def verify_file(path: str | Path, where: str = "checkpoint") -> None:
+    """Raise a ``CheckpointError`` when ``path`` does not match the digest its sidecar recorded.
+
+    Files without a sidecar digest (foreign checkpoints, runs of older headstart versions) are not checked
+    here; their readers still refuse what does not parse.
+    """
+    path = Path(path)
+    side = sidecar_path(path)
+    if not side.exists():
+        return
+    record = _read_sidecar(path)
+    if record is None:
+        raise CheckpointError(
+            f"{where} '{path}': its sidecar '{side.name}' is not readable JSON, so the file cannot be verified. "
+            f"Restore both files from a copy, or retrain (--overwrite)."
+        )
+    expected = [r for r in (record.get("content"), record.get("previous_content")) if isinstance(r, dict)]
+    if not expected:
+        return
+    actual = content_digest(path)
+    if any(actual == {k: r.get(k) for k in ("blake2b", "bytes")} for r in expected):
+        return
+    want = expected[0]
+    size = (f"{actual['bytes']} bytes where {want.get('bytes')} were written (truncated or extended)"
+            if actual["bytes"] != want.get("bytes") else
+            f"same size ({actual['bytes']} bytes) but different content (blake2b {actual['blake2b'][:12]}... "
+            f"vs {str(want.get('blake2b'))[:12]}... recorded)")
+    raise CheckpointError(
+        f"{where} '{path}' is damaged: it does not match the digest recorded in '{side.name}' when it was written: "
+        f"{size}. Loading it could give silently wrong weights, so headstart refuses. Copy the run's "
+        f"checkpoints/ folder again from a good copy, point to another checkpoint, or retrain (--overwrite)."
+    )
 
 
 def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -86,6 +166,7 @@ def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, to
             f"{where} '{path}' is a directory without model.safetensors, best.safetensors or pytorch_model.bin; "
             f"point it at the weights file."
         )
+    verify_file(path, where)
     if path.suffix == ".safetensors":
         state, links = _read_safetensors(path, where)
         for name in links:
@@ -95,9 +176,10 @@ def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, to
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{where} '{path}' could not be read with torch.load(weights_only=True): {_torch_load_reason(exc)}. "
-            f"headstart never unpickles arbitrary objects; re-save the weights as a plain state_dict "
-            f"(torch.save(model.state_dict(), path)) or as safetensors."
+            f"{where} '{path}' could not be read with torch.load(weights_only=True): {explain_torch_load_error(exc)}. "
+            f"headstart never unpickles arbitrary objects; point to a weights file (.safetensors, or a .pt/.bin "
+            f"written with torch.save(model.state_dict(), path)), copy a damaged one again, or re-save it as "
+            f"safetensors."
         ) from None
     for key in ("state_dict", "model_state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -138,18 +220,25 @@ def read_linked(state: dict[str, torch.Tensor], linked: Path, where: str) -> dic
             f"it, which is missing (looked for {linked.resolve()}). Copy the whole checkpoints/ folder of the run, "
             f"not single files."
         )
+    verify_file(linked, f"{where}: its frozen weights")
     frozen, _ = _read_safetensors(linked, f"{where}: its frozen weights")
     return {**frozen, **state}
 
 
-def _torch_load_reason(exc: Exception) -> str:
-    """The useful line of a torch.load error (the weights-only refusal names the offending class)."""
+def explain_torch_load_error(exc: Exception) -> str:
+    """What a ``torch.load(weights_only=True)`` failure means, in our words: torch's own text advises
+    retrying with ``weights_only=False``, which would run whatever the file pickled."""
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
     if found:
-        return f"it contains a pickled {found.group(1)} object, not only tensors"
+        return (f"it contains a pickled {found.group(1).rstrip('.')} object, not only tensors (loading it would "
+                f"run code, so it is refused)")
+    if "central directory" in text or "PytorchStreamReader" in text or isinstance(exc, EOFError):
+        return "the file is truncated or damaged (not a complete PyTorch zip archive)"
+    if "WeightsUnpickler" in text or "invalid load key" in text or "Unsupported operand" in text:
+        return "the file is not a PyTorch checkpoint (its bytes do not parse as one; damaged, or another format)"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return first.rstrip(".")
 

@@ -356,7 +356,8 @@ class FinetuneModule(pl.LightningModule):
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
             "trainable_blocks": sorted(self.trainable_blocks),
             "n_groups": len(self.group_infos),
-            "train_sums": None if self._train_sums is None else self._train_sums.tolist(),
+            # Mid-epoch only: at an epoch end the sums are logged and belong to the finished epoch.
+            "train_sums": None if self._train_sums is None or self._train_logged else self._train_sums.tolist(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

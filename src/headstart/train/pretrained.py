@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
-from headstart.fileio import write_json
 from headstart.train.checkpoint import (
     KeyReport,
     check_key_report,
@@ -59,8 +58,7 @@ def export_pretrained(run_dir: str | Path, model: Any, extra: dict[str, Any]) ->
     meta = {"format": "headstart-pretrained", "architecture": model.backbone.architecture(),
             "n_classes": model.n_classes, "classes": list(model.class_names), **extra}
     path = run / PRETRAINED_WEIGHTS
-    save_weights(model.weights_state(), path)
-    write_json(run / PRETRAINED_META, meta)
+    save_weights(model.weights_state(), path, meta)  # pretrained.json: the record + the file's digest
     return path
 
 

@@ -237,8 +237,8 @@ def test_torch_backbone_pools_sequence_outputs() -> None:
 
 
 def test_from_import_errors() -> None:
-    with pytest.raises(ConfigError, match=r"'collections:OrderedDict' returned OrderedDict, not an nn\.Module"):
-        TorchBackbone.from_import("collections:OrderedDict")
+    with pytest.raises(ConfigError, match=r"'collections:OrderedDict' is the class .* not a torch\.nn\.Module subclass"):
+        TorchBackbone.from_import("collections:OrderedDict")  # refused before it is called
     with pytest.raises(ConfigError) as err:
         TorchBackbone.from_import("torch.nn:GRU", {"input_size": 4, "hidden_sise": 6})
     msg = str(err.value)
@@ -247,6 +247,6 @@ def test_from_import_errors() -> None:
         import_object("torch.nn:GRUU")
     with pytest.raises(ConfigError, match=r"cannot import module 'no_such_pkg_xyz\.mod'"):
         import_object("no_such_pkg_xyz.mod:Thing")
-    with pytest.raises(ConfigError, match=r"must look like 'package\.module:ClassName'"):
+    with pytest.raises(ConfigError, match=r"not an import path: expected 'package\.module:Name'"):
         import_object("GRU")
     assert import_object("torch.nn.GRU") is nn.GRU

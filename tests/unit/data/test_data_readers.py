@@ -141,8 +141,8 @@ def test_unknown_format_name_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "expected"),
     [
-        ("bad.csv", "a,b\n1,2\n1,2,3,4\n", "Expected 2 fields"),
-        ("bad.tsv", "a\tb\n1\t2\n1\t2\t3\t4\n", "Expected 2 fields"),
+        ("bad.csv", "a,b\n1,2\n1,2,3,4\n", "line 3 has 4 fields, expected 2"),
+        ("bad.tsv", "a\tb\n1\t2\n1\t2\t3\t4\n", "line 3 has 4 fields, expected 2"),
         ("bad.jsonl", '{"a": 1}\n{"a": \n', "line 2"),
         ("bad.json", '[{"a": 1}, 3]', "array element 1"),
         ("bad.jsonl.gz", '{"a": 1}\n[1, 2]\n', "line 2 is a JSON list"),
@@ -215,3 +215,80 @@ def test_headerless_file_hint_names_column_names(tmp_path: Path) -> None:
     splits = load_text_splits(train=path, val=None, test=None, text_column="q1", text_pair_column="q2",
                               label_column="y", column_names=["q1", "q2", "y"], val_fraction=0.2)
     assert len(splits.train) + len(splits.val) == 20 and set(splits.train.columns) >= {"text", "text_pair"}
+
+
+# Lines whose field count differs from the header -----------------------------------------------------------
+
+
+def _field_error(path: Path, **kwargs: object) -> str:
+    with pytest.raises(DataError) as info:
+        read_table(path, where="--data", **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and "--data" in message and path.name in message
+    return message
+
+
+def test_one_column_csv_with_an_unquoted_comma_is_not_read_as_an_index(tmp_path: Path) -> None:
+    """pandas alone takes 'hello' as the index and ' world' as the text when the first data line has 2 fields."""
+    path = _write(tmp_path / "new.csv", "text\nhello, world\nit was great\nok\n")
+    message = _field_error(path)
+    for fact in ("1 line of", "its header (line 1: 'text'; 1 field)", "separator: comma",
+                 "line 2 has 2 fields, expected 1, and starts 'hello, world'",
+                 'Quote fields that contain the separator, e.g. "a, b"', "format: tsv"):
+        assert fact in message, (fact, message)
+
+
+def test_text_label_csv_reports_long_and_short_lines_and_counts_the_rest(tmp_path: Path) -> None:
+    lines = ["text,label", "fine,pos", "hello, world,pos", "ok"] + ["a, b,neg"] * 4
+    message = _field_error(_write(tmp_path / "d.csv", "\n".join(lines) + "\n"))
+    assert "6 lines of" in message
+    assert "line 3 has 3 fields, expected 2, and starts 'hello, world,pos'" in message
+    assert "line 4 has 1 field, expected 2, and starts 'ok'" in message
+    assert "line 5 has 3 fields" in message and "line 6" not in message and "(and 3 more lines)" in message
+
+
+def test_long_line_preview_is_cut(tmp_path: Path) -> None:
+    message = _field_error(_write(tmp_path / "d.csv", "text\n" + "word, " * 40 + "\n"))
+    assert "starts 'word, word," in message and "...'" in message and "word, " * 30 not in message
+
+
+def test_tsv_with_a_stray_tab_names_the_line_and_the_tab_fix(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.tsv.gz", "text\tlabel\nfine\t1\nsplit\ttext\t0\n")
+    message = _field_error(path)
+    assert "separator: tab" in message and "line 3 has 3 fields, expected 2, and starts 'split\\ttext\\t0'" in message
+    assert "same number of tabs" in message
+
+
+def test_headerless_file_is_checked_against_its_first_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "pairs.txt", "q one\tq two\t1\nq three\tq\tfour\t0\n")
+    message = _field_error(path, fmt="tsv", column_names=["a", "b", "label"])
+    assert "its first line (line 1, 3 fields)" in message and "line 2 has 4 fields, expected 3" in message
+    unlabelled = _write(tmp_path / "new.txt", "q one\tq two\nq three\n")
+    message = _field_error(unlabelled, fmt="tsv", column_names=["a", "b", "label"], optional_columns=["label"])
+    assert "line 2 has 1 field, expected 2" in message
+
+
+def test_quoted_multiline_fields_blank_lines_and_long_texts_are_fine(tmp_path: Path) -> None:
+    import csv
+
+    long_text = "x" * 200_000  # beyond the csv module's default 128 KiB field limit
+    content = f'text,label\n"one, two\nthree",1\n\n"{long_text}",0\n   \nfour,1\n'
+    limit = csv.field_size_limit()
+    frame = read_table(_write(tmp_path / "d.csv", content))
+    assert frame["text"].tolist() == ["one, two\nthree", long_text, "four"] and frame["label"].tolist() == [1, 0, 1]
+    assert csv.field_size_limit() == limit  # restored after the scan
+    # A bad line after a multi-line record is named by its physical line in the file.
+    message = _field_error(_write(tmp_path / "e.csv", 'text,label\n"one\ntwo",1\nbad\n'))
+    assert "line 4 has 1 field" in message
+
+
+def test_unbalanced_quote_is_pointed_out(tmp_path: Path) -> None:
+    message = _field_error(_write(tmp_path / "q.csv", 'text,label\n"unterminated,1\nb,0\n'))
+    assert "line 2 has 1 field, expected 2, and starts '\"unterminated,1'" in message
+    assert "a quoted field runs on to line 3: check for an unbalanced quote" in message
+
+
+def test_repeated_column_names_are_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "pairs.tsv", "a\tb\t1\n")
+    with pytest.raises(ConfigError, match=r"data\.column_names \('q', 'q', 'y'\) names 'q' more than once"):
+        read_table(path, column_names=["q", "q", "y"])

@@ -216,3 +216,31 @@ def test_dataset_and_collator_text_pairs_without_labels(tokenizer) -> None:
 def test_dataset_rejects_unencoded_labels(tokenizer) -> None:
     with pytest.raises(DataError, match=r"LabelMap\.encode"):
         TextClassificationDataset(pd.DataFrame({"text": ["a"], "label": ["pos"]}), tokenizer, max_length=8)
+
+
+def test_dataset_names_rows_with_missing_text_instead_of_crashing_in_the_tokenizer(tokenizer) -> None:
+    frame = pd.DataFrame({"text": ["fine", None, float("nan")], "row": [0, 1, 2]})
+    with pytest.raises(DataError) as info:
+        TextClassificationDataset(frame, tokenizer, max_length=8)
+    message = str(info.value)
+    assert "'text' column" in message and "2 missing value(s)" in message and "data rows 2, 3" in message
+    assert "fillna('')" in message
+    pairs = pd.DataFrame({"text": ["a", "b"], "text_pair": ["c", None]})
+    with pytest.raises(DataError, match=r"'text_pair' column .* 1 missing value\(s\) \(positions 1 \(0-based\)"):
+        TextClassificationDataset(pairs, tokenizer, max_length=8)
+
+
+def test_selected_columns_ignore_the_frame_index(tmp_path: Path) -> None:
+    """A frame with a non-range index (as pandas made when it inferred one) must not misalign the texts."""
+    from headstart.data.text import _select_columns
+
+    frame = pd.DataFrame({"sentence": ["a", "b"], "label": ["pos", "neg"]}, index=["x", "y"])
+    out = _select_columns(frame, {"data.text_column": "sentence", "data.label_column": "label"}, "f.csv", "--data")
+    assert out["text"].tolist() == ["a", "b"] and out["label"].tolist() == ["pos", "neg"]
+
+
+def test_one_column_file_with_an_unquoted_comma_fails_before_tokenizing(tmp_path: Path) -> None:
+    path = tmp_path / "new.csv"
+    path.write_text("text\nhello, world\nit was great\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 2 has 2 fields, expected 1, and starts 'hello, world'"):
+        load_text_frame(path, text_column="text", where="--data")

@@ -13,6 +13,7 @@ import yaml
 from conftest import tiny_run_config
 from headstart.cli.main import main
 from headstart.config import load_config
+from headstart.errors import RunDirError
 from headstart.experiments.fit import run_fit
 from headstart.experiments.inference import load_run
 
@@ -30,8 +31,11 @@ def finished(tmp_path_factory, tiny_hf_dir):
 def test_run_directory_has_every_artifact(finished) -> None:
     run = finished.run_dir
     for name in ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints/best.safetensors",
-                 "checkpoints/best.json", "checkpoints/last.ckpt", "plots/curves.png", "plots/confusion.png"):
+                 "checkpoints/best.json", "plots/curves.png", "plots/confusion.png"):
         assert (run / name).exists(), name
+    # a finished run keeps its best weights; the training state (optimizer) is dropped unless --keep-last
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+    assert finished.summary["last_checkpoint"].startswith("dropped")
     assert list((run / "tb").glob("events.out.tfevents.*"))
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= SUMMARY_KEYS
@@ -39,7 +43,7 @@ def test_run_directory_has_every_artifact(finished) -> None:
     assert summary["trainable_params"] == summary["total_params"]  # full fine-tuning
     assert json.loads((run / "labels.json").read_text())["classes"] == ["neg", "pos"]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # 1-based, like the progress bar and summary.json
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "val_auc", "lr_head"} <= set(rows[0])
     assert summary["roundtrip_max_abs_diff"] == 0.0
     sidecar = json.loads((run / "checkpoints" / "best.json").read_text())
@@ -83,11 +87,13 @@ def test_inspect_prints_layer_map_and_groups(tmp_path, tiny_hf_dir, capsys) -> N
 
 def test_resume_continues_from_last_checkpoint(tmp_path, tiny_hf_dir) -> None:
     raw = tiny_run_config(tmp_path, tiny_hf_dir, trainer={"epochs": 1})
-    run_fit(load_config(None, raw=raw), verbose=False)
+    run_fit(load_config(None, raw=raw), verbose=False, keep_last=True)  # --keep-last: train longer later
+    with pytest.raises(RunDirError, match="finished all 1 epochs"):  # same epochs: nothing to resume
+        run_fit(load_config(None, raw=raw), resume=True, verbose=False)
     raw["trainer"]["epochs"] = 2
     result = run_fit(load_config(None, raw=raw), resume=True, verbose=False)
     rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # 1-based, like the progress bar and summary.json
     assert result.summary["resumed"] is True
 
 

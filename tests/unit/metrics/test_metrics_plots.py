@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from headstart.errors import DataError
 from headstart.metrics import confusion_matrix
 from headstart.metrics import plots as plots_mod
-from headstart.metrics.plots import plot_confusion, plot_curves
+from headstart.metrics.plots import confusion_figure, curves_figure, plot_confusion, plot_curves
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -28,13 +28,13 @@ def _read_png(path: Path) -> np.ndarray:
 def _history(epochs: int = 6, lr: bool = True) -> list[dict[str, float]]:
     rows: list[dict[str, float]] = []
     for e in range(epochs):
-        train = {"epoch": e, "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + 0.05 * e}
+        train = {"epoch": e + 1, "train_loss": 1.0 / (e + 1), "train_acc": 0.5 + 0.05 * e}
         if lr:
             train["lr"] = 1e-4 * min(1.0, (e + 1) / 3)
         rows.append(train)
         rows.append(
             {
-                "epoch": e,
+                "epoch": e + 1,
                 "val_loss": 1.1 / (e + 1),
                 "val_acc": 0.5 + 0.04 * e,
                 "val_f1": math.nan if e == 2 else 0.45 + 0.04 * e,
@@ -60,41 +60,149 @@ def loud_warnings():
 # plot_curves
 
 
-def test_plot_curves_three_panels_with_lr(tmp_path: Path, loud_warnings) -> None:
+def test_plot_curves_panels_with_lr(tmp_path: Path, loud_warnings) -> None:
     path = tmp_path / "run" / "plots" / "curves.png"  # parent dirs do not exist yet
     plot_curves(_history(), path)
     image = _read_png(path)
     height, width = image.shape[:2]
-    assert 300 <= height <= 1000 and 1200 <= width <= 2400 and width > 2.5 * height
+    assert 500 <= height <= 1300 and 1000 <= width <= 2400 and width > height
     assert _no_temp_files(path.parent)
     assert not loud_warnings, [str(w.message) for w in loud_warnings]
 
 
-def test_plot_curves_two_panels_without_lr(tmp_path: Path) -> None:
+def test_plot_curves_lr_panel_only_when_lr_is_logged(tmp_path: Path) -> None:
     with_lr, without_lr = tmp_path / "a.png", tmp_path / "b.png"
     plot_curves(_history(lr=True), with_lr)
     plot_curves(_history(lr=False), without_lr)
-    assert _read_png(without_lr).shape[1] < _read_png(with_lr).shape[1]
+    assert _read_png(without_lr).shape[0] < _read_png(with_lr).shape[0]  # the LR row is gone
+    assert [ax.get_gid() for ax in curves_figure(_history(lr=False)).axes] == ["epochs"] * 3
+    assert [ax.get_gid() for ax in curves_figure(_history(lr=True)).axes][-1] == "lr"
 
 
-def test_plot_curves_gives_the_fisher_ratio_its_own_panel(tmp_path: Path, monkeypatch) -> None:
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_gid() in ("epochs", "lr")]
+
+
+def _legend(ax) -> list[str]:
+    return [label for label in ax.get_legend_handles_labels()[1] if not label.startswith("best epoch")]
+
+
+def test_plot_curves_gives_the_fisher_ratio_its_own_panel(tmp_path: Path) -> None:
     history = [{**row, "val_fisher": 1.5 + row["epoch"]} for row in _history(lr=True)]
-    drawn: list[tuple[str, list[str]]] = []
-    original = plots_mod._draw_panel
-    monkeypatch.setattr(plots_mod, "_draw_panel",
-                        lambda ax, h, keys, title: drawn.append((title, list(keys))) or original(ax, h, keys, title))
+    fig = curves_figure(history)
+    titles = _titles(fig)
+    fisher = titles.index("embeddings: Fisher ratio (between / within)")
+    assert _legend(fig.axes[fisher]) == ["val_fisher"]
+    assert all("val_fisher" not in _legend(ax) for i, ax in enumerate(fig.axes) if i != fisher)
+    assert titles[-1] == "learning rate (per epoch)"
     plot_curves(history, tmp_path / "fisher.png")
-    titles = [t for t, _ in drawn]
-    assert titles[2].startswith("embeddings: Fisher ratio") and drawn[2][1] == ["val_fisher"]
-    assert "val_fisher" not in drawn[1][1] and titles[3] == "learning rate"
-    plot_curves(_history(lr=True), tmp_path / "plain.png")
-    assert _read_png(tmp_path / "fisher.png").shape[1] > _read_png(tmp_path / "plain.png").shape[1]
+    _read_png(tmp_path / "fisher.png")
+
+
+def test_plot_curves_splits_metric_families() -> None:
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5 + 0.1 * e, "val_loss": 1.2 / e, "val_acc": 0.6,
+         "val_f1": 0.5, "val_f1_pos": 0.4, "val_precision": 0.5, "val_recall": 0.6, "val_mcc": 0.2,
+         "val_auc": 0.7, "val_fisher": 2.0 * e, "val_ece": 0.1}
+        for e in (1, 2, 3)
+    ]
+    fig = curves_figure(history)
+    panels = {ax.get_title(): _legend(ax) for ax in fig.axes if ax.get_gid() == "epochs"}
+    assert panels == {
+        "loss": ["train_loss", "val_loss"],
+        "accuracy / F1": ["train_acc", "val_acc", "val_f1", "val_f1_pos"],
+        "precision / recall": ["val_precision", "val_recall"],
+        "ranking / correlation (AUC, MCC)": ["val_auc", "val_mcc"],
+        "other metrics": ["val_ece"],
+        "embeddings: Fisher ratio (between / within)": ["val_fisher"],
+    }
+    assert max(len(keys) for keys in panels.values()) <= 4
+    # A multi-class run has no AUC: the panel says what it holds.
+    multi = [{k: v for k, v in row.items() if k != "val_auc"} for row in history]
+    assert "ranking / correlation (MCC)" in _titles(curves_figure(multi))
+
+
+def _visible_ticks(ax) -> list[float]:
+    lo, hi = ax.get_xlim()
+    return [t for t in ax.get_xticks() if lo <= t <= hi]
+
+
+def test_plot_curves_single_epoch_axis_and_best_epoch(tmp_path: Path, loud_warnings) -> None:
+    history = [{"epoch": 1, "train_loss": 0.7, "train_acc": 0.6, "val_loss": 0.65, "val_acc": 0.7,
+                "lr_head": 1e-3, "lr_encoder_max": 1e-4}]
+    fig = curves_figure(history, best_epoch=1, monitor="val_acc")
+    epoch_axes = [ax for ax in fig.axes if ax.get_gid() == "epochs"]
+    assert epoch_axes
+    for ax in epoch_axes:
+        assert ax.get_xlim() == (0.5, 1.5)  # not matplotlib's -0.04..0.04 around a lone point
+        assert _visible_ticks(ax) == [1.0]
+        assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == "best_epoch"] == [1]
+    labels = [label for ax in epoch_axes for label in ax.get_legend_handles_labels()[1]]
+    assert "best epoch 1 (val_acc=0.7)" in labels
+    assert fig.get_suptitle().startswith("best epoch 1 (val_acc=0.7)")
+    plot_curves(history, tmp_path / "one.png", best_epoch=1, monitor="val_acc")
+    _read_png(tmp_path / "one.png")
+    assert not loud_warnings, [str(w.message) for w in loud_warnings]
+
+
+def test_plot_curves_integer_epoch_ticks_many_epochs() -> None:
+    history = [{"epoch": e, "train_loss": 1 / e, "val_acc": 0.5 + 0.01 * e} for e in range(1, 13)]
+    fig = curves_figure(history, best_epoch=7, monitor="val_acc")
+    for ax in fig.axes:
+        ticks = _visible_ticks(ax)
+        assert ticks and all(float(t).is_integer() for t in ticks) and min(ticks) >= 1
+    assert "val_acc=0.57" in fig.get_suptitle()
+
+
+def _step_rows(epochs: int, per_epoch: int, margin: bool = False) -> list[dict[str, float]]:
+    rows = []
+    for t in range(epochs * per_epoch):
+        scale = (t + 1) / 3 if t < 3 else 0.5 * (1 + math.cos(math.pi * (t - 3) / (epochs * per_epoch - 3)))
+        row = {"step": t + 1, "epoch": t // per_epoch + 1, "lr_head": 1e-3 * scale, "lr_encoder_max": 1e-4 * scale}
+        if margin:
+            row["lr_margin"] = 1e-2 * scale
+        rows.append(row)
+    return rows
+
+
+def test_plot_curves_lr_per_optimizer_step(tmp_path: Path, loud_warnings) -> None:
+    steps = _step_rows(epochs=6, per_epoch=5, margin=True)
+    fig = curves_figure(_history(), best_epoch=3, monitor="val_acc", step_rows=steps)
+    lr_ax = next(ax for ax in fig.axes if ax.get_gid() == "lr")
+    curves = {line.get_label(): line for line in lr_ax.get_lines() if line.get_gid() != "best_epoch"}
+    assert set(curves) == {"lr_head", "lr_encoder_max", "lr_margin"}
+    head = curves["lr_head"]
+    assert len(head.get_xdata()) == len(steps)  # one point per optimizer step
+    np.testing.assert_allclose(head.get_ydata(), [r["lr_head"] for r in steps])
+    # x is epochs completed: the 5th step of epoch 1 ends it (x = 1), the last ends epoch 6.
+    np.testing.assert_allclose(head.get_xdata()[[0, 4, -1]], [0.2, 1.0, 6.0])
+    assert all(float(t).is_integer() for t in _visible_ticks(lr_ax))
+    assert [line.get_xdata()[0] for line in lr_ax.get_lines() if line.get_gid() == "best_epoch"] == [3]
+    assert "per optimizer step" in lr_ax.get_title()
+    # Rows out of order or repeated (a resumed file) still give one point per step, sorted.
+    shuffled = list(reversed(steps)) + steps[:3]
+    again = next(ax for ax in curves_figure(_history(), step_rows=shuffled).axes if ax.get_gid() == "lr")
+    np.testing.assert_allclose(again.get_lines()[0].get_xdata(), head.get_xdata())
+    plot_curves(_history(), tmp_path / "steps.png", best_epoch=3, monitor="val_acc", step_rows=steps)
+    _read_png(tmp_path / "steps.png")
+    assert not loud_warnings, [str(w.message) for w in loud_warnings]
+
+
+def test_plot_curves_step_rows_without_epoch_use_steps_and_empty_falls_back() -> None:
+    steps = [{"step": s, "lr_head": 1e-3} for s in range(1, 11)]
+    lr_ax = next(ax for ax in curves_figure(_history(), step_rows=steps).axes if ax.get_gid() == "lr")
+    assert lr_ax.get_xlabel() == "optimizer step"
+    np.testing.assert_allclose(lr_ax.get_lines()[0].get_xdata(), range(1, 11))
+    fallback = next(ax for ax in curves_figure(_history(), step_rows=[]).axes if ax.get_gid() == "lr")
+    assert fallback.get_title() == "learning rate (per epoch)"
+    with pytest.raises(DataError, match="step_rows row 0 is a int"):
+        curves_figure(_history(), step_rows=[3])  # type: ignore[list-item]
 
 
 def test_plot_curves_tolerates_missing_none_nan_and_single_epoch(tmp_path: Path, loud_warnings) -> None:
     history = [
-        {"epoch": 0, "train_loss": 0.9, "val_loss": None, "val_acc": math.nan, "lr": math.nan},
-        {"epoch": 0, "step": 17, "note": "text is ignored"},
+        {"epoch": 1, "train_loss": 0.9, "val_loss": None, "val_acc": math.nan, "lr": math.nan},
+        {"epoch": 1, "step": 17, "note": "text is ignored"},
     ]
     path = tmp_path / "single.png"
     plot_curves(history, str(path))  # str paths work too
@@ -215,6 +323,17 @@ def test_font_families_uses_an_installed_fallback_font() -> None:
 
     entry = next(f for f in font_manager.fontManager.ttflist if f.name == families[-1])
     assert ord(char) in plots_mod._charmap(entry.fname)
+
+
+def test_plot_confusion_title_names_split_and_epoch(tmp_path: Path) -> None:
+    cm = np.array([[5, 1], [2, 7]])
+    title = confusion_figure(cm, ["neg", "pos"], split="test", best_epoch=3).axes[0].get_title()
+    assert "test split" in title and "best epoch 3" in title and "n=15" in title
+    assert "split" not in confusion_figure(cm, ["neg", "pos"]).axes[0].get_title()
+    plot_confusion(cm, ["neg", "pos"], tmp_path / "cm.png", split="val")
+    _read_png(tmp_path / "cm.png")
+    with pytest.raises(TypeError):
+        plot_confusion(cm, ["neg", "pos"], tmp_path / "cm.png", True, "test")  # type: ignore[misc]
 
 
 def test_plot_confusion_errors(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from torch import nn
 
 from conftest import TinyEncoder, quiet_trainer, tiny_loaders
 from headstart import CheckpointError, FinetuneModule
-from headstart.train.checkpoint import atomic_write_text, match_state_dict, read_state_dict, save_weights
+from headstart.fileio import atomic_write_text, content_digest
+from headstart.train.checkpoint import match_state_dict, read_state_dict, save_weights
 
 
 def _tensors(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -31,7 +32,9 @@ def test_save_weights_atomic_with_sidecar(tmp_path) -> None:
     path = tmp_path / "ckpt" / "best.safetensors"
     save_weights(_tensors(), path, sidecar={"epoch": 3, "classes": ["neg", "pos"]})
     assert sorted(p.name for p in path.parent.iterdir()) == ["best.json", "best.safetensors"]
-    assert json.loads((path.parent / "best.json").read_text()) == {"epoch": 3, "classes": ["neg", "pos"]}
+    side = json.loads((path.parent / "best.json").read_text())
+    assert side["content"] == content_digest(path)  # the digest every read verifies
+    assert {k: v for k, v in side.items() if k != "content"} == {"epoch": 3, "classes": ["neg", "pos"]}
     _assert_same(read_state_dict(path), _tensors())
     # Overwrite in place: still no temp file left behind.
     save_weights(_tensors(1), path)
@@ -59,7 +62,8 @@ def test_save_weights_failure_keeps_the_old_file(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         save_weights(_tensors(1), path)
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+    _assert_same(read_state_dict(path), _tensors())  # the old pair still verifies
 
 
 def test_save_weights_shared_storage(tmp_path) -> None:
@@ -315,4 +319,5 @@ def test_lightning_checkpoint_is_streamed_to_disk_atomically(tmp_path, monkeypat
     with pytest.raises(OSError, match="disk full"):
         AtomicCheckpointIO().save_checkpoint({"epoch": 3}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 2  # the previous checkpoint is intact
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.json"]
+    assert AtomicCheckpointIO().load_checkpoint(path)["epoch"] == 2  # and still verifies

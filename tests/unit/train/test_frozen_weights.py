@@ -25,7 +25,7 @@ def partial_run(tmp_path_factory, tiny_hf_dir):
     raw = tiny_run_config(tmp, tiny_hf_dir, strategy={"name": "partial", "train_last": 1},
                           trainer={"epochs": 2, "save_top_k": 2, "monitor": "val_loss", "monitor_mode": "min"},
                           cache={"enabled": False})
-    return raw, run_fit(load_config(None, raw=raw), verbose=False)
+    return raw, run_fit(load_config(None, raw=raw), verbose=False, keep_last=True)
 
 
 def test_checkpoints_hold_only_what_the_run_changes(partial_run, tiny_hf_dir) -> None:

@@ -1,0 +1,85 @@
+"""SIGINT / SIGTERM during training: stop at a safe point, keep the last finished epoch, say how to resume.
+
+Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main thread happens to be, and
+Lightning answers it with ``sys.exit(1)``: no message, no checkpoint, an exit status that looks like any
+failure. Instead the first signal only sets a flag; the training loop checks it after each batch (train or
+validation), and the run stops there with :class:`~headstart.errors.RunInterrupted` (exit status 130 for
+SIGINT, 143 for SIGTERM). The safe point to resume from is the end of the last finished epoch:
+``checkpoints/last.ckpt`` is written after every epoch, so resuming repeats exactly the interrupted epoch
+and gives the same numbers as a run that was never stopped. A second SIGINT aborts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import pytorch_lightning as pl
+
+from headstart.errors import RunInterrupted
+
+__all__ = ["GracefulStop"]
+
+_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class GracefulStop(pl.Callback):
+    """Catch SIGINT / SIGTERM while installed; raise ``RunInterrupted`` at the next batch boundary."""
+
+    def __init__(self, describe: Any = None) -> None:
+        self.signum: int | None = None
+        self._describe = describe  # callable(trainer) -> what is saved and how to resume
+        self._previous: dict[int, Any] = {}
+        self.position = ""
+
+    # ----- signal handlers -------------------------------------------------------------------
+    def install(self) -> GracefulStop:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be set from the main thread; the caller's stay
+        for signum in _EXIT_CODES:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name} received: stopping after the current batch (press Ctrl-C again to abort at once).",
+              file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES.get(self.signum, 130)  # type: ignore[arg-type]
+
+    # ----- the safe points --------------------------------------------------------------------
+    def _check(self, trainer: pl.Trainer, where: str) -> None:
+        if self.signum is None:
+            return
+        self.position = where
+        name = signal.Signals(self.signum).name
+        detail = self._describe(trainer) if self._describe else ""
+        raise RunInterrupted(f"{name} during {where}. {detail}".strip(), exit_code=self.exit_code)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._check(trainer, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} (batch {batch_idx + 1} of "
+                             f"{trainer.num_training_batches})")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, f"the validation of epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check(trainer, f"the start of epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
