@@ -60,7 +60,7 @@ from headstart.train.pretrained import export_pretrained as export_pretrained_we
 from headstart.train.pretrained import load_pretrained
 from headstart.train.weight_store import default_weights_dir, store_frozen_weights
 
-__all__ = ["FitResult", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
+__all__ = ["FitResult", "build_model_for_splits", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
 
 log = logging.getLogger("headstart")
 
@@ -133,17 +133,11 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
     split_seed = cfg.trainer.seed if d.split_seed is None else d.split_seed
     if splits is None:
         splits = load_splits(cfg, split_seed)
-    if image:
-        resolve_pair(cfg, splits.train.is_pairs, image=True)
-        resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
-        train_labels = splits.train.y
-    else:
-        train_labels = splits.train["label"].to_numpy()
     label_map = splits.label_map
     class_names = [str(c) for c in label_map.classes]
 
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
-    model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
+    model = build_model_for_splits(cfg, splits, verbose=verbose)
     pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head) if cfg.pretrain else None
     parts = {"train": splits.train, "val": splits.val, "test": splits.test, **(predict or {})}
     if predict and set(predict) & {"train", "val", "test"}:
@@ -309,6 +303,19 @@ def _resume_hint(run: Path, done: int) -> str:
                 f"start over (run directory {run}).")
     return (f"Epochs 1-{done} are saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
             f"and will be repeated). Resume: run the same command with --resume.")
+
+
+def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) -> Any:
+    """The model fit trains on ``splits``: image settings (pairs, in_channels, mean/std) resolved into ``cfg``
+    from the training split, the head sized by its label map, class weights from its labels."""
+    if cfg.task == "image_classification":
+        resolve_pair(cfg, splits.train.is_pairs, image=True)
+        resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
+        train_labels = splits.train.y
+    else:
+        train_labels = splits.train["label"].to_numpy()
+    label_map = splits.label_map
+    return build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes], train_labels, verbose=verbose)
 
 
 def load_splits(cfg: RunConfig, split_seed: int) -> Any:

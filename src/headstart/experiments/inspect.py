@@ -64,8 +64,8 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
     cannot be read (not there yet, say), the head gets 2 classes and the LR column assumes
     ``steps_per_epoch`` or :data:`DEFAULT_STEPS_PER_EPOCH` steps, and the text says so.
     """
-    from headstart.experiments.build import build_model, resolve_image_settings, resolve_pair
-    from headstart.experiments.fit import load_splits
+    from headstart.experiments.build import build_model, resolve_pair
+    from headstart.experiments.fit import build_model_for_splits, load_splits
 
     image = cfg.task == "image_classification"
     if not image:
@@ -85,15 +85,9 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
                  "(head shown for 2 classes; the class count comes from the data at fit time)"]
         return format_inspect(model, cfg.trainer.epochs, steps) + "\n\n" + "\n".join(notes)
 
-    if image:
-        resolve_pair(cfg, splits.train.is_pairs, image=True)
-        resolve_image_settings(cfg, splits.train)  # in_channels decide the stem's size
-        train_labels = splits.train.y
-    else:
-        train_labels = splits.train["label"].to_numpy()
     label_map = splits.label_map
     class_names = [str(c) for c in label_map.classes]
-    model = build_model(cfg, label_map.n_classes, class_names, train_labels, verbose=verbose)
+    model = build_model_for_splits(cfg, splits, verbose=verbose)
     data = epoch_steps(cfg, len(splits.train))
     if steps_per_epoch:
         lr_line = (f"LR column: {steps_per_epoch} optimizer steps per epoch (from --steps-per-epoch; the data "
