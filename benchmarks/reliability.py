@@ -492,7 +492,7 @@ def build_cases(env: Env) -> list[Case]:
         needs=(), source=U + "unknown-command")
     add("cli-unknown-subcommand", "cli", "unknown subcommand cache lss", lambda d: ["cache", "lss"], "lss",
         needs=(), source=U + "unknown-subcommand")
-    add("cli-fit-no-config", "cli", "fit without a config", lambda d: ["fit"], "Missing argument 'config'",
+    add("cli-fit-no-config", "cli", "fit without a config", lambda d: ["fit"], "Missing argument 'CONFIG'",
         needs=(), source=U + "missing-config")
     add("cli-bare", "cli", "bare headstart", lambda d: [], "Usage: headstart", "Commands:", expect="help",
         codes=(2,), needs=(), source=U + "test_no_arguments_show_help_with_exit_2")
@@ -513,12 +513,12 @@ def build_cases(env: Env) -> list[Case]:
     add("cli-strategy-letters", "cli", "--strategy partial:a-b", lambda d: ["fit", cfg(d), "--strategy", "partial:a-b"],
         "a-b")
     add("cli-strategy-bogus", "cli", "--strategy bogus", lambda d: ["fit", cfg(d), "--strategy", "bogus"], "bogus",
-        "Examples:")
+        "Use one of:")
     for spec, facts in [("lineer_probe", ("'lineer_probe' is not a strategy", "Did you mean 'linear_probe'?")),
                         ("partail:2", ("'partail' is not a strategy", "Did you mean 'partial'?")),
                         ("lora:big", ("'big'", "whole-number rank")), ("full:3", ("takes no ':' argument",))]:
         add(f"cli-strategy-{spec.replace(':', '-')}", "cli", f"--strategy {spec}",
-            lambda d, s=spec: ["fit", cfg(d), "--strategy", s], f"--strategy '{spec}'", *facts, "Examples:",
+            lambda d, s=spec: ["fit", cfg(d), "--strategy", s], f"--strategy '{spec}'", *facts, "Use one of:",
             source=E + f"test_bad_strategy_spec[{spec}]")
     add("cli-set-nokey", "cli", "--set nokey (no '=')", lambda d: ["fit", cfg(d), "--set", "nokey"], "nokey",
         "key.subkey=value")
@@ -1044,6 +1044,14 @@ INTERRUPT_CASES = {
     "interrupt-sigkill-resume": Case("interrupt-sigkill-resume", "interrupt", "SIGKILL during epoch 2, then fit "
                                      "--resume", lambda d: [], ("Run written to",), expect="success", codes=(0,),
                                      needs=("bert", "long")),
+    "compare-sigint": Case("compare-sigint", "interrupt", "SIGINT to `compare --workers 1` (linear_probe,full x 1 "
+                           "seed) once the full run has saved epoch 1", lambda d: [],
+                           ("run the same command again", "1 of 2 runs are finished"), expect="interrupt",
+                           codes=(130,), needs=("bert", "long")),
+    "compare-sigkill-resume": Case("compare-sigkill-resume", "interrupt", "SIGKILL to `compare --workers 0` during "
+                                   "the full run's epoch 2, then the same compare again", lambda d: [],
+                                   ("1 finished before, 1 to run",), expect="success", codes=(0,),
+                                   needs=("bert", "long")),
 }
 
 
@@ -1148,6 +1156,42 @@ def _killed(env: Env) -> list[dict[str, Any]]:
     return records
 
 
+def _compare_stopped(env: Env, case: Case, signum: int) -> list[dict[str, Any]]:
+    """A compare grid whose second run (full) is signalled once its epoch 1 is saved; after SIGKILL the same
+    command runs again and must skip the finished run and resume the stopped one."""
+    d = env.case_dir(case.id)
+    out = d / "cmp"
+    run = out / "runs" / "full_s0"
+    workers = "0" if signum == signal.SIGKILL else "1"
+    args = ["compare", env.long_cfg, "--strategies", "linear_probe,full", "--seeds", "0", "--workers", workers,
+            "--output-dir", out]
+    proc, t0 = env.start(args, d, d / "first")
+    try:
+        why = _wait_for(lambda: _epoch_saved(run) >= 1, proc, CASE_TIMEOUT_S)
+        if why:
+            return [_not_driven(env, case, why, args, d, Env.finish(proc, t0, 5))]
+        time.sleep(0.3)
+        proc.send_signal(signum)
+        result = Env.finish(proc, t0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if signum != signal.SIGKILL:
+        kept = (run / "checkpoints" / "last.ckpt").exists()
+        wrong = None if kept else "the stopped run left no checkpoints/last.ckpt, so the rerun cannot resume it"
+        return [record(env, case, args, d, result, case.facts, wrong)]
+    again = env.run(args, d)
+
+    def resumed() -> str | None:
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None if again.rc != 0 else "exit 0 but the stopped run has no summary.json"
+        return None if summary.get("resumed") else "the stopped run started again instead of resuming"
+    return [record(env, case, args, d, again, case.facts, resumed())]
+
+
 def interrupt_group(env: Env, selected: set[str]) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if selected & {"lock-held", "interrupt-sigint"}:
@@ -1157,6 +1201,10 @@ def interrupt_group(env: Env, selected: set[str]) -> list[dict[str, Any]]:
         records += _signalled(env, INTERRUPT_CASES["interrupt-sigterm"], signal.SIGTERM, False)
     if selected & {"interrupt-sigkill-rerun", "interrupt-sigkill-resume"}:
         records += [r for r in _killed(env) if r["id"] in selected]
+    if "compare-sigint" in selected:
+        records += _compare_stopped(env, INTERRUPT_CASES["compare-sigint"], signal.SIGINT)
+    if "compare-sigkill-resume" in selected:
+        records += _compare_stopped(env, INTERRUPT_CASES["compare-sigkill-resume"], signal.SIGKILL)
     return records
 
 

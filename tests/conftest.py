@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +165,28 @@ def tiny_image_config(tmp_path: Path, **sections: dict) -> dict:
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return raw
+
+
+@contextlib.contextmanager
+def ctrl_c_in_epoch_2_of(run_name: str) -> Iterator[None]:
+    """While active, the in-process fit whose run directory is named ``run_name`` gets a real SIGINT (a user's
+    Ctrl-C) during its second epoch: for compare / stack tests with ``workers=0``."""
+    import pytorch_lightning as pl
+
+    import headstart.experiments.fit as fit_module
+
+    class SigintInEpoch2(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.current_epoch == 1 and batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real_fit = fit_module.run_fit
+
+    def fit(cfg, **kwargs):
+        if Path(cfg.output_dir).name == run_name:
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), SigintInEpoch2()]
+        return real_fit(cfg, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit_module, "run_fit", fit)
+        yield

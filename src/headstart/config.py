@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from headstart.errors import ConfigError, did_you_mean
 from headstart.paths import missing_path_problems, resolve_paths
@@ -77,7 +85,7 @@ class DataConfig(_Strict):
     column_names: list[str] | None = Field(None, min_length=1)
     text_column: str = "text"
     text_pair_column: str | None = None
-    label_column: str = "label"
+    label_column: str = Field("label", validate_default=True)  # default checked too: text_column may be 'label'
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     train_subset: int | None = Field(None, gt=0)
@@ -97,6 +105,22 @@ class DataConfig(_Strict):
     std: list[float] | None = None
     augment: AugmentConfig | None = None
     mix: MixConfig | None = None
+
+    @field_validator("text_pair_column", "label_column")
+    @classmethod
+    def _distinct_columns(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """Text, pair and label must be different columns: one column read as both would train on its labels."""
+        roles = {"text_column": "texts", "text_pair_column": "second texts of the pairs", "label_column": "labels"}
+        earlier = ["text_column"] if info.field_name == "text_pair_column" else ["text_column", "text_pair_column"]
+        for key in earlier:
+            if v is not None and info.data.get(key) == v:
+                field = str(info.field_name)
+                raise ValueError(
+                    f"data.{key} and data.{field} are both {v!r}, but the {roles[key]} and the {roles[field]} must "
+                    f"come from different columns; set data.{key} to the column holding the {roles[key]} and "
+                    f"data.{field} to the one holding the {roles[field]}"
+                )
+        return v
 
 
 class BackboneConfig(_Strict):
@@ -164,7 +188,36 @@ class StrategyConfig(_Strict):
     @field_validator("freeze", mode="before")
     @classmethod
     def _freeze_as_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) else v
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze_syntax(cls, v: str | None) -> str | None:
+        """Reversed, negative or malformed ranges fail at load time; the bounds need the model's layer map."""
+        from headstart.strategies import check_block_range
+
+        if v is not None:
+            check_block_range(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fields_of_the_strategy(self) -> StrategyConfig:
+        """The checks of ``Strategy`` that need no backbone, so a bad section fails before any model is built."""
+        if self.name == "partial" and (self.freeze is None) == (self.train_last is None):
+            both = f"both are set (freeze {self.freeze!r}, train_last {self.train_last})" if self.freeze else "neither is set"
+            raise ValueError(
+                f"strategy 'partial' needs exactly one of strategy.freeze (a block range frozen for the whole run, "
+                f"e.g. '0-3') or strategy.train_last (train the last k blocks, e.g. 2), but {both}; set one of them "
+                f"(on the command line: --strategy partial:0-3 or --strategy partial:2)"
+            )
+        if self.name == "gradual" and self.freeze_epochs < 1:
+            raise ValueError(
+                f"strategy 'gradual' needs strategy.freeze_epochs >= 1 "
+                f"({'got 0' if 'freeze_epochs' in self.model_fields_set else 'unset, so 0'}): it counts the "
+                f"head-only epochs before the first block unfreezes; set it to 1 or more, or use 'full' to train "
+                f"everything from the first epoch"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -439,7 +492,7 @@ def load_config(path: str | Path | None, overrides: list[tuple[list[str], Any]] 
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source, overridden)) from None
-    missing = missing_path_problems(raw, origins) if path is not None else []
+    missing = missing_path_problems(raw, origins, Path(path).resolve().parent) if path is not None else []
     if missing:
         raise ConfigError(f"Config {source}: " + " ".join(missing))
     return cfg

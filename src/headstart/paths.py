@@ -82,10 +82,16 @@ def resolve_paths(raw: dict[str, Any], base: Path, source: str,
     return origins
 
 
-def missing_path_problems(raw: dict[str, Any], origins: dict[str, PathOrigin]) -> list[str]:
-    """One line per path that must exist and does not: close names, the rule, and both resolutions."""
+def missing_path_problems(raw: dict[str, Any], origins: dict[str, PathOrigin],
+                          config_dir: Path | None = None) -> list[str]:
+    """One line per path that must exist and does not: close names, the rule, and both resolutions.
+
+    ``config_dir`` is the config file's folder: a command-line path was resolved from the working directory,
+    so the other resolution shown for it is from there (an ``origin`` only knows its own base).
+    """
     from headstart.errors import did_you_mean
 
+    cwd = Path.cwd()
     problems = []
     for key, origin in origins.items():
         if not PATH_KEYS[key]:
@@ -93,25 +99,34 @@ def missing_path_problems(raw: dict[str, Any], origins: dict[str, PathOrigin]) -
         resolved = Path(str(_get(raw, key.split("."))))
         if resolved.exists():
             continue
-        shown = key if origin.source == "config" else _FLAGS.get(key, f"{key} (--set {key}=...)")
+        from_config = origin.source == "config"
+        shown = key if from_config else _FLAGS.get(key, f"{key} (--set {key}=...)")
         line = f"{shown} '{origin.written}' does not exist (resolved to {resolved})."
         if not resolved.parent.is_dir():
             line += f" Its folder {resolved.parent} does not exist either."
         else:
             line += did_you_mean(resolved.name, [c.name for c in resolved.parent.iterdir()])
         line += f" Path rule: {_RULE}."
-        if not Path(origin.written).expanduser().is_absolute():
-            other_base = Path.cwd() if origin.source == "config" else origin.base
+        other_base = cwd if from_config else config_dir
+        if other_base is not None and not Path(origin.written).expanduser().is_absolute():
             other = (other_base / origin.written).resolve()
             if other != resolved:
-                other_name = "the working directory" if origin.source == "config" else "the config's folder"
-                line += f" From {other_name} it would be {other}, which " + (
-                    "exists: write it relative to the config's folder "
-                    f"({os.path.relpath(other, origin.base)}) or as an absolute path." if other.exists() and
-                    origin.source == "config" else "exists: give it relative to the working directory or as an "
-                    "absolute path." if other.exists() else "does not exist either.")
+                line += " " + _other_resolution(other, from_config, origin.base)
         problems.append(line + " Fix the path.")
     return problems
+
+
+def _other_resolution(other: Path, from_config: bool, base: Path) -> str:
+    """Where the path would be under the other half of the rule, and how to write it if it is there."""
+    if from_config:
+        line = f"From the working directory it would be {other}, which "
+        rewrite = "write it relative to the config's folder"
+    else:
+        line = f"From the config's folder it would be {other}, which "
+        rewrite = "give it relative to the working directory"
+    if not other.exists():
+        return line + "does not exist either."
+    return line + f"exists: {rewrite} ({os.path.relpath(other, base)}) or as an absolute path."
 
 
 _FLAGS = {"pretrain": "--pretrain", "output_dir": "--output-dir"}

@@ -29,7 +29,11 @@ __all__ = ["TorchBackbone", "check_module_factory", "import_object", "infer_out_
 log = logging.getLogger("headstart")
 
 _DIM_ATTRS = ("out_dim", "embedding_size", "hidden_size", "output_size", "num_features", "d_model")
-_FACTORY_EXPECTED = "a torch.nn.Module subclass or a factory function returning one, e.g. mypkg.models:Encoder"
+_FACTORY_EXPECTED = (
+    "a torch.nn.Module subclass or a function returning one, from your own module or an installed package, e.g. "
+    "my_models:TinyEncoder (class TinyEncoder in my_models.py; a file in the working directory is found with "
+    "PYTHONPATH=.) or torch.nn:GRU"
+)
 
 
 def import_object(path: str, where: str = "backbone.module") -> Any:
@@ -102,8 +106,8 @@ def check_module_factory(factory: Any, path: str, where: str = "backbone.module"
     else:
         problem = f"is {kind}, not a class or a function"
     raise ConfigError(
-        f"{where} '{path}' {problem}. It was not called. Expected {_FACTORY_EXPECTED} (a function defined in "
-        f"Python with def), called with backbone.kwargs as keyword arguments."
+        f"{where} '{path}' {problem}. It was not called. Set {where} to {_FACTORY_EXPECTED}; headstart calls it "
+        f"with backbone.kwargs as keyword arguments (a factory must be a function defined with def)."
     )
 
 

@@ -30,7 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, context_settings=CONTEXT_SETTINGS,
                   help="Fine-tune pretrained encoders on downstream tasks.")
 
-ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", show_default=False, metavar="CONFIG")]
 
 
 def package_version() -> str:
@@ -90,8 +90,7 @@ def _overrides(
         try:
             fields = parse_strategy_spec(strategy)
         except ValueError as exc:
-            raise ConfigError(f"--strategy '{strategy}' is not understood: {exc} Examples: full, linear_probe, "
-                              f"partial:2, partial:0-3, gradual, gradual:2, gradual:2:1, lora, lora:16.") from None
+            raise ConfigError(f"--strategy '{strategy}' is not understood: {exc}") from None
         out.append((["strategy"], fields))
     out += _parse_sets(sets)
     return out
@@ -124,12 +123,12 @@ def fit(
         ctx.fail("--overwrite and --resume cannot be used together: --resume continues the run in output_dir "
                  "from checkpoints/last.ckpt, --overwrite deletes that run and starts again. Pick one.")
     from headstart.config import load_config
-    from headstart.experiments.fit import run_fit
 
     overrides = _overrides(pretrain, strategy, lr, epochs, warmup_epochs, seed, output_dir, sets)
     if no_cache:
         overrides.append((["cache", "enabled"], False))
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides)  # a config mistake is reported before Lightning is imported
+    from headstart.experiments.fit import run_fit
     exporting = ctx.info_name == "pretrain"  # the same command, registered twice
     result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=exporting,
                      keep_last=keep_last)

@@ -112,6 +112,8 @@ def read_table(
     try:
         if column_names is not None and optional_columns:
             column_names = _present_names(file, kind, column_names, optional_columns)
+        if kind in ("csv", "tsv") and (column_names is None or len(column_names) > 1):
+            _check_separator(file, kind, fmt, where, header=column_names is None)
         frame = _read(file, kind, text_columns, column_names, where)
     except DataError:
         raise
@@ -179,6 +181,57 @@ def _check_file(file: Path, where: str) -> Path:
 def _csv_options(kind: str) -> dict[str, object]:
     """tsv: tabs and no quoting (quotes are text, as in AFQMC); csv: commas and minimal quoting."""
     return {"sep": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {"sep": ",", "quoting": csv.QUOTE_MINIMAL}
+
+
+def _check_separator(file: Path, kind: str, fmt: str, where: str, header: bool) -> None:
+    """Refuse a csv whose first line has tabs and no comma (a TSV named .csv), and the reverse for tsv.
+
+    Read with the wrong separator such a file is one column named after the whole header line, and the
+    error would then be a puzzling "no column 'text'"; the separator is the cause, so it is named instead.
+    """
+    with _open_text(file) as handle:
+        if handle is None:
+            return
+        first = next((line for line in handle if line.strip()), None)
+    if first is None:
+        return
+    line = first.rstrip("\r\n").lstrip(_BOM)
+    sep, found, other_kind = ("\t", ",", "csv") if kind == "tsv" else (",", "\t", "tsv")
+    if found not in line:
+        return
+    quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
+    if len(next(csv.reader([line], delimiter=sep, quoting=quoting), [])) != 1:
+        return  # the right separator splits the line too: the other character is part of a text
+    parts = next(csv.reader([line], delimiter=found), [])
+    style = {"csv": ("comma-separated", "commas"), "tsv": ("tab-separated", "tabs")}
+    line_name = "header line" if header else "first line"
+    if str(fmt).lower() == "auto":
+        suffix = next((x for x in SUFFIXES if file.name.lower().endswith(x)), file.suffix)
+        source = f"because of its suffix '{suffix}'"
+    else:
+        source = f"because the format is set to '{kind}' (data.format)"
+    renamed = _renamed(file.name, kind, other_kind)
+    if not where.startswith("data."):  # a new file for a finished run: its suffix decides the format
+        fix = f"Rename the file to '{renamed}' (its suffix decides how {where} is read)"
+    elif str(fmt).lower() == "auto":
+        fix = f"Set data.format: {other_kind} in the config, or rename the file to '{renamed}'"
+    else:
+        fix = f"Set data.format: {other_kind} (or auto, with the file renamed to '{renamed}')"
+    raise DataError(
+        f"{where}: '{file}' is read as {kind} ({style[kind][0]}) {source}, but its {line_name} holds "
+        f"{style[other_kind][1]} and no {style[kind][1]}: {format_choices(parts, limit=8)}, so every line would be "
+        f"read as one column ('{_preview(line)}'). The file looks {style[other_kind][0]} ({other_kind}). {fix}, "
+        f"and run again."
+    )
+
+
+def _renamed(name: str, kind: str, other_kind: str) -> str:
+    """``name`` with its ``.csv``/``.tsv`` suffix swapped (``train.csv.gz`` -> ``train.tsv.gz``)."""
+    lower = name.lower()
+    at = lower.rfind("." + kind)
+    if at >= 0:
+        return name[:at] + "." + other_kind + name[at + 1 + len(kind):]
+    return Path(name).stem + "." + other_kind
 
 
 def _present_names(file: Path, kind: str, names: Sequence[str], optional: Sequence[str]) -> list[str]:

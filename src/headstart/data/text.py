@@ -71,6 +71,7 @@ def load_text_splits(
     columns = {"data.text_column": text_column, "data.label_column": label_column}
     if text_pair_column is not None:
         columns["data.text_pair_column"] = text_pair_column
+    _check_distinct_columns(columns)
 
     pool = _read_split(train, fmt, "data.train", columns, column_names)
     train_where = f"data.train ({train}), column '{label_column}'"
@@ -149,6 +150,7 @@ def load_text_frame(
                        optional_columns=(label_column,) if label_column and not require_labels else ())
     if label_column is not None and (require_labels or label_column in frame.columns):
         columns["data.label_column"] = label_column
+    _check_distinct_columns(columns)
     frame = _select_columns(frame, columns, path, where)
     if "label" in frame.columns and label_map is not None:
         frame["label"] = label_map.encode(
@@ -368,6 +370,18 @@ def _check_settings(
         raise ConfigError("; ".join(problems) + ".")
 
 
+def _check_distinct_columns(columns: dict[str, str]) -> None:
+    """One column configured as two roles (text and label) would silently train on the labels as text."""
+    keys = list(columns)
+    for i, key in enumerate(keys):
+        for other in keys[i + 1:]:
+            if str(columns[key]) == str(columns[other]):
+                raise ConfigError(
+                    f"{key} and {other} are both {columns[key]!r}, but each must name its own column of the data "
+                    f"file. Set {other} (or {key}) to the column that holds its values."
+                )
+
+
 def _read_split(path: str | os.PathLike[str], fmt: str, where: str, columns: dict[str, str],
                 column_names: Sequence[str] | None = None) -> pd.DataFrame:
     text_columns = [c for key, c in columns.items() if key != "data.label_column"]
@@ -383,7 +397,7 @@ def _select_columns(
     missing = {key: name for key, name in columns.items() if str(name) not in available}
     if missing:
         what = " and ".join(f"no column '{name}' ({key})" for key, name in missing.items())
-        hints = "".join(did_you_mean(name, available) for name in missing.values())
+        hints = "".join(dict.fromkeys(did_you_mean(name, available) for name in missing.values()))
         headerless = any(len(c) > 40 or _is_number(c) for c in available)
         header_hint = (
             " The column names look like data, so the file may have no header line: add one naming the columns, "

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from headstart.config import apply_overrides, load_config, parse_override
-from headstart.errors import ConfigError, RunDirError
-from headstart.experiments.jobs import FitJob, config_digest, run_jobs, threads_per_worker
+from headstart.errors import ConfigError, RunDirError, RunInterrupted
+from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
+from headstart.experiments.rundir import RunLock
 from headstart.fileio import atomic_path, write_json
 from headstart.strategies import format_strategy_spec, parse_strategy_spec
 
@@ -72,17 +73,23 @@ class CompareResult:
     files: dict[str, Path]
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside [...] (``a[x=1,y=2],b`` -> two items)."""
+def _split_top_level(text: str, ranges: bool = False) -> list[str]:
+    """Split on commas outside [...] (``a[x=1,y=2],b`` -> two items).
+
+    With ``ranges``, a comma followed by a digit continues a spec that has a ':' argument: ``partial:0-2,5``
+    is one block-range list (blocks 0-2 and 5), since no strategy name starts with a digit.
+    """
     items, depth, cur = [], 0, ""
-    for ch in text:
+    for i, ch in enumerate(text):
         if ch == "[":
             depth += 1
         elif ch == "]":
             depth -= 1
             if depth < 0:
-                raise ConfigError(f"--strategies '{text}': a ']' has no matching '['.")
-        if ch == "," and depth == 0:
+                raise ConfigError(f"--strategies '{text}': a ']' has no matching '['; write e.g. "
+                                  f"linear_probe[optim.lr=1e-2].")
+        if ch == "," and depth == 0 and not (ranges and ":" in cur and "[" not in cur
+                                             and text[i + 1:].lstrip()[:1].isdigit()):
             items.append(cur.strip())
             cur = ""
         else:
@@ -95,7 +102,7 @@ def _split_top_level(text: str) -> list[str]:
 
 def parse_strategies(text: str | Sequence[str]) -> list[StrategyCell]:
     """``"linear_probe[optim.lr=1e-2],partial:2,full"`` -> cells; brackets hold per-strategy overrides."""
-    raw = _split_top_level(text) if isinstance(text, str) else [t.strip() for t in text if t.strip()]
+    raw = _split_top_level(text, ranges=True) if isinstance(text, str) else [t.strip() for t in text if t.strip()]
     if not raw:
         raise ConfigError("--strategies is empty: give at least one, e.g. --strategies linear_probe,partial:2,full.")
     cells, seen = [], set()
@@ -115,8 +122,8 @@ def parse_strategies(text: str | Sequence[str]) -> list[StrategyCell]:
         try:
             fields = parse_strategy_spec(spec.strip())
         except ValueError as exc:
-            raise ConfigError(f"Strategy '{item}' in --strategies is not understood: {exc} Examples: full, "
-                              f"linear_probe, partial:2, gradual:2, lora:16.") from None
+            raise ConfigError(f"Strategy '{item}' in --strategies is not understood: {exc} Separate strategies "
+                              f"with commas, e.g. --strategies linear_probe,partial:2,full.") from None
         if item in seen:
             raise ConfigError(f"Strategy '{item}' is listed twice in --strategies; list each once.")
         seen.add(item)
@@ -215,9 +222,10 @@ def run_compare(
     baseline: str | None = None,
     verbose: bool = True,
 ) -> CompareResult:
-    """Run (or finish) the grid and write results.csv, summary.md, plots and report.html."""
-    from headstart.experiments.report import write_compare_report
+    """Run (or finish) the grid and write results.csv, summary.md, plots and report.html.
 
+    Rerunning the same command finishes an interrupted grid: finished cells are kept, cells stopped mid-run
+    resume from their last finished epoch, changed cells are rerun."""
     cells, seed_list = parse_strategies(strategies), parse_seeds(seeds)
     labels = [c.label for c in cells]
     if baseline is not None and baseline not in labels:
@@ -234,7 +242,24 @@ def run_compare(
     # Every cell's config is validated before anything runs: a bad override fails now, not hours in.
     configs = {name: _cell_config(base, cell, seed, split_seed, out / "runs" / name, per_worker)
                for cell, seed, name in grid}
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, "compare directory").acquire()  # one compare per directory (its runs lock their own)
+    try:
+        if verbose and lock.note():
+            print(lock.note())
+        return _run_grid(config, base_cfg, cells, seed_list, grid, configs, out, split_seed=split_seed,
+                         workers=workers, per_worker=per_worker, metric=metric, baseline=baseline, verbose=verbose)
+    finally:
+        lock.release()
+
+
+def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed_list: list[int],
+              grid: list[tuple[StrategyCell, int, str]], configs: dict[str, dict[str, Any]], out: Path, *,
+              split_seed: int, workers: int, per_worker: int | None, metric: str, baseline: str | None,
+              verbose: bool) -> CompareResult:
+    """``run_compare`` once the compare directory is locked: skip, resume or run each cell, then report."""
+    from headstart.experiments.report import write_compare_report
+
+    labels = [c.label for c in cells]
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
     done_before: dict[str, Any] = state.get("runs", {})
@@ -253,6 +278,7 @@ def run_compare(
             rows[name] = row_from_run(run_dir, cell.label, seed, name=name, relative_to=out)
             continue
         resume = same and not has_summary and (run_dir / "checkpoints" / "last.ckpt").exists()
+        done_before[name] = {"config_sha": digest, "status": "started"}  # a killed run resumes on the rerun
         jobs.append(FitJob(name, cfg, out / "logs" / f"{name}.log", overwrite=not resume, resume=resume,
                            extra={"strategy": cell.label, "seed": seed, "config_sha": digest}))
     state.update({"config": str(config), "strategies": labels, "seeds": seed_list, "split_seed": split_seed,
@@ -269,8 +295,8 @@ def run_compare(
         strategy, seed = job.extra["strategy"], job.extra["seed"]
         rows[job.name] = row_from_run(Path(job.config["output_dir"]), strategy, seed, result["status"],
                                       name=job.name, relative_to=out)
-        done_before[job.name] = {"config_sha": job.extra["config_sha"], "status": "done"
-                                 if result["status"] == "done" else "failed"}
+        status = result["status"] if result["status"] in ("done", "interrupted") else "failed"
+        done_before[job.name] = {"config_sha": job.extra["config_sha"], "status": status}
         write_json(state_path, state)
         write_results_csv([rows[n] for n in order if n in rows], out / "results.csv")
         if verbose:
@@ -279,7 +305,15 @@ def run_compare(
             print(f"[{len(rows)}/{len(order)}] {strategy} seed {seed}: {shown} "
                   f"({time.perf_counter() - started:.0f} s elapsed; log {job.log})", flush=True)
 
-    run_jobs(jobs, workers, on_done)
+    try:
+        run_jobs(jobs, workers, on_done)
+    except JobsInterrupted as stop:
+        raise RunInterrupted(
+            f"compare stopped: {len(order) - len(jobs) + stop.finished} of {len(order)} runs are finished, "
+            f"{stop.interrupted} stopped mid-run (kept up to their last finished epoch), {stop.not_started} not "
+            f"started; results so far are in {out / 'results.csv'}. Resume: run the same command again (finished "
+            f"runs are skipped, stopped ones continue from their checkpoints/last.ckpt).",
+            exit_code=stop.exit_code) from None
     ordered = [rows[n] for n in order]
     write_results_csv(ordered, out / "results.csv")
     notes = [f"Grid: `{config}` with strategies {', '.join(labels)} and seeds {', '.join(map(str, seed_list))}; "

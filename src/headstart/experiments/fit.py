@@ -42,7 +42,7 @@ from headstart.experiments.build import (
     resolve_pair,
     seed_everything,
 )
-from headstart.experiments.inspect import format_inspect
+from headstart.experiments.inspect import format_inspect, train_batches
 from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, trim_heap
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
@@ -58,6 +58,7 @@ from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, sidecar_
 from headstart.train.interrupt import GracefulStop
 from headstart.train.pretrained import export_pretrained as export_pretrained_weights
 from headstart.train.pretrained import load_pretrained
+from headstart.train.progress import EpochLine, EpochProgressBar, StepLR
 from headstart.train.weight_store import default_weights_dir, store_frozen_weights
 
 __all__ = ["FitResult", "build_model_for_splits", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
@@ -147,7 +148,9 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
         loaders = build_image_loaders(cfg, parts)
     else:
         loaders = build_text_loaders(cfg, parts, model.backbone.load_tokenizer())
-    steps_per_epoch = max(1, -(-len(loaders["train"]) // cfg.optim.accumulate))
+    # Lightning's count: the loader's batches, capped by trainer.limit_train_batches, per optimizer step.
+    batches = train_batches(len(loaders["train"]), 1, cfg.trainer.limit_train_batches)
+    steps_per_epoch = max(1, -(-batches // cfg.optim.accumulate))
     trainer_kwargs = build_trainer_kwargs(cfg)
 
     # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
@@ -189,11 +192,14 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
     best = BestWeights(run / "checkpoints", cfg.trainer.monitor, cfg.trainer.monitor_mode, cfg.trainer.save_top_k,
                        sidecar)
     metrics_csv = MetricsCSV(run / "metrics.csv")
+    step_lr = StepLR(run / "lr_steps.csv")
     last_path = run / "checkpoints" / "last.ckpt"
     stopper = GracefulStop(lambda trainer: _resume_hint(run, epochs_done(run)))
     all_callbacks: list[pl.Callback] = [
         EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(fit_loaders["train"]), metrics_csv, best,
-        LastCheckpoint(last_path), stopper,
+        LastCheckpoint(last_path), stopper, step_lr,
+        *([EpochLine(cfg.trainer.epochs, cfg.trainer.monitor, cfg.trainer.monitor_mode)] if verbose else []),
+        *([EpochProgressBar()] if cfg.trainer.progress_bar else []),
         *(callbacks or []),
     ]
     es = cfg.trainer.early_stopping
@@ -228,7 +234,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             f"No best checkpoint was written: the monitored metric '{cfg.trainer.monitor}' was never logged. "
             f"Set trainer.monitor to one of val_loss, val_acc, val_f1 (or val_auc for binary tasks)."
         )
-    model.load_state_dict(read_state_dict(best_path), strict=False)
+    model.load_state_dict(read_state_dict(best_path, require_sidecar=True), strict=False)
     results: dict[str, dict[str, float]] = {}
     cms: dict[str, np.ndarray] = {}
     for split in ("val", "test", *(predict or {})):
@@ -242,9 +248,11 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
 
     roundtrip = verify_roundtrip(run, model, loaders["val"])
-    plot_curves(metrics_csv.rows, run / "plots" / "curves.png")
+    plot_curves(metrics_csv.rows, run / "plots" / "curves.png", best_epoch=best.best_epoch,
+                monitor=cfg.trainer.monitor, step_rows=step_lr.rows)
     cm_split = "test" if "test" in cms else "val"
-    plot_confusion(cms[cm_split], class_names, run / "plots" / "confusion.png")
+    plot_confusion(cms[cm_split], class_names, run / "plots" / "confusion.png", split=cm_split,
+                   best_epoch=best.best_epoch)
     trainable, total = model.param_count()
     summary = {
         "name": cfg.name,
@@ -301,7 +309,8 @@ def _resume_hint(run: Path, done: int) -> str:
     if done == 0:
         return (f"No epoch had finished, so nothing was saved; run the same command again with --overwrite to "
                 f"start over (run directory {run}).")
-    return (f"Epochs 1-{done} are saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
+    epochs = "Epoch 1 is" if done == 1 else f"Epochs 1-{done} are"
+    return (f"{epochs} saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
             f"and will be repeated). Resume: run the same command with --resume.")
 
 

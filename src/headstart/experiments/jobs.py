@@ -4,6 +4,11 @@ A worker process per run gives every run a clean heap, its own peak-RSS figure a
 budget, and one run's crash cannot take the others down. ``workers=0`` runs them here instead (tests,
 debuggers). A job never raises: a failed run comes back as ``status: "failed: ..."`` so the rest go on,
 and its output (and traceback, when it is a bug rather than bad input) is in its log file.
+
+SIGINT / SIGTERM stop the whole batch the way they stop one fit: the runs in progress stop at their next
+batch boundary keeping their last finished epoch (``status: "interrupted"``), no new run starts, and
+``run_jobs`` raises ``RunInterrupted`` once they have returned, so the caller's rerun resumes them. Worker
+processes get the stop from the parent (SIGTERM) and, on Linux, also when the parent dies (SIGKILL).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 
 from headstart.logsetup import setup_logging  # re-exported: worker processes and older imports use it here
 
-__all__ = ["FitJob", "config_digest", "run_job", "run_jobs", "setup_logging", "threads_per_worker"]
+__all__ = ["FitJob", "JobsInterrupted", "config_digest", "run_job", "run_jobs", "setup_logging",
+           "threads_per_worker"]
 
 
 @dataclass
@@ -60,8 +66,9 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int | None:
 def run_job(job: FitJob) -> dict[str, Any]:
     """Run one fit with its output going to ``job.log``; return ``{"status", "summary", "run_dir"}``."""
     from headstart.config import load_config
-    from headstart.errors import HeadstartError
+    from headstart.errors import HeadstartError, RunInterrupted
     from headstart.experiments.fit import run_fit
+    from headstart.train.interrupt import exit_code_for, stop_requested
 
     job.log.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"name": job.name, "status": "done", "summary": None,
@@ -72,10 +79,15 @@ def run_job(job: FitJob) -> dict[str, Any]:
         saved = root.handlers[:]  # the run's log lines go to its log file only, not the console
         root.handlers = [logging.StreamHandler(fh)]
         try:
+            if stop_requested() is not None:
+                raise RunInterrupted("Stopped before this run began.", exit_code_for(stop_requested()))
             cfg = load_config(None, raw=job.config)
             result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
                              predict=job.predict)
             out["summary"], out["run_dir"] = result.summary, str(result.run_dir)
+        except RunInterrupted as exc:
+            print(f"interrupted: {exc}")
+            out["status"], out["exit_code"] = "interrupted", exc.exit_code
         except HeadstartError as exc:
             print(f"error: {exc}")
             out["status"] = f"failed: {exc}"
@@ -87,31 +99,110 @@ def run_job(job: FitJob) -> dict[str, Any]:
     return out
 
 
+class JobsInterrupted(Exception):
+    """Raised by ``run_jobs`` after a SIGINT / SIGTERM once the runs in progress have stopped."""
+
+    def __init__(self, exit_code: int, finished: int, interrupted: int, not_started: int) -> None:
+        super().__init__(f"{finished} runs finished, {interrupted} stopped mid-run, {not_started} not started")
+        self.exit_code, self.finished, self.interrupted, self.not_started = (exit_code, finished, interrupted,
+                                                                           not_started)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the parent dies (even by SIGKILL), so an orphan
+    never trains on holding its run's lock; it stops at its next batch boundary like any interrupted run."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl: stop now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_init() -> None:
+    from headstart.train.interrupt import StopRequest
+
     setup_logging()
+    StopRequest().install()  # a stop that arrives while the run loads data or evaluates is kept, not lost
+    _die_with_parent()
 
 
 def run_jobs(jobs: Iterable[FitJob], workers: int, on_done: Callable[[FitJob, dict[str, Any]], None]) -> None:
     """Run ``jobs``, ``workers`` at a time in fresh processes (0: one by one in this process), calling
-    ``on_done(job, result)`` here, in the parent, as each finishes (so results are saved as they come)."""
+    ``on_done(job, result)`` here, in the parent, as each finishes (so results are saved as they come).
+    Raises ``JobsInterrupted`` after a SIGINT / SIGTERM, once the runs in progress have stopped."""
+    from headstart.train.interrupt import StopRequest
+
     jobs = list(jobs)
-    if workers <= 0:
-        for job in jobs:
-            on_done(job, run_job(job))
+    statuses: list[str] = []
+
+    def finish(job: FitJob, result: dict[str, Any]) -> None:
+        statuses.append(result["status"])
+        on_done(job, result)
+
+    if workers > 0:
+        _run_in_workers(jobs, workers, finish, statuses)
         return
+    stop = StopRequest().install()
+    code = None
+    try:
+        for job in jobs:
+            result = run_job(job)  # during training the fit's own handler takes the signal: "interrupted"
+            finish(job, result)
+            if result["status"] == "interrupted" or stop.signum is not None:
+                code = result.get("exit_code") or stop.exit_code
+                break
+    finally:
+        stop.uninstall()
+    if code is not None:
+        raise JobsInterrupted(code, statuses.count("done"), statuses.count("interrupted"), len(jobs) - len(statuses))
+
+
+def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, dict[str, Any]], None],
+                    statuses: list[str]) -> None:
+    import signal
+
+    from headstart.train.interrupt import StopRequest
     # spawn, not fork: a forked child inherits torch's thread pools and locks mid-state; one task per child
     # gives each run a fresh process (clean heap, its own peak RSS).
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                             max_tasks_per_child=1) as pool:
-        pending = {pool.submit(run_job, job): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # the worker process died (killed, out of memory)
-                    result = {"name": job.name, "status": f"failed: worker process ended: {exc!r}",
-                              "summary": None, "run_dir": job.config.get("output_dir"), "extra": job.extra}
-                on_done(job, result)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               max_tasks_per_child=1)
+    pending: dict[Any, FitJob] = {}
+
+    def forward(signum: int) -> None:
+        for future in list(pending):
+            future.cancel()  # not started yet: never starts
+        for proc in list(getattr(pool, "_processes", {}).values()):  # running: stop at the next batch
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    stop = StopRequest(forward).install()
+    cancelled = 0
+    try:
+        with pool:
+            pending.update({pool.submit(run_job, job): job for job in jobs})
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    if future.cancelled():
+                        cancelled += 1
+                        continue
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # the worker process died (killed, out of memory)
+                        result = {"name": job.name, "status": f"failed: worker process ended: {exc!r}",
+                                  "summary": None, "run_dir": job.config.get("output_dir"), "extra": job.extra}
+                    finish(job, result)
+        signum, code = stop.signum, stop.exit_code
+    finally:
+        stop.uninstall()
+    if signum is not None:
+        raise JobsInterrupted(code, statuses.count("done"), statuses.count("interrupted"),
+                              len(jobs) - len(statuses))

@@ -21,10 +21,11 @@ import pandas as pd
 
 from headstart.config import RunConfig, load_config
 from headstart.data.splits import stratified_kfold
-from headstart.errors import ConfigError, DataError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError, RunInterrupted
 from headstart.experiments.fit import load_splits
-from headstart.experiments.jobs import FitJob, config_digest, run_jobs, threads_per_worker
+from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
 from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
+from headstart.experiments.rundir import RunLock
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 
 __all__ = ["ROW_KEYS", "StackResult", "load_bases", "run_stack"]
@@ -119,7 +120,7 @@ def run_stack(
     if splits.test is None:
         raise ConfigError("stack judges the meta-learner on a test split, but the base configs have none: set "
                           "data.test (a file) or data.test_fraction.")
-    y_train, y_test = _labels(splits.train), _labels(splits.test)
+    y_train = _labels(splits.train)
     counts = np.bincount(y_train, minlength=splits.label_map.n_classes)
     if counts.min() < folds:
         cls = splits.label_map.classes[int(counts.argmin())]
@@ -128,12 +129,29 @@ def run_stack(
     fold_of = stratified_kfold(y_train, folds, split_seed)
     row_ids = _row_ids(splits.train)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out, "stack directory").acquire()  # one stack per directory (its fold runs lock their own)
+    try:
+        if verbose and lock.note():
+            print(lock.note())
+        return _run_folds(bases, inputs, splits, fold_of, row_ids, out, folds=folds, split_seed=split_seed,
+                          meta=meta, workers=workers, threads=threads, embeddings=embeddings, verbose=verbose)
+    finally:
+        lock.release()
+
+
+def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path], splits: Any, fold_of: np.ndarray,
+               row_ids: np.ndarray, out: Path, *, folds: int, split_seed: int, meta: str, workers: int,
+               threads: int | None, embeddings: bool, verbose: bool) -> StackResult:
+    """``run_stack`` once the stack directory is locked: the fold runs (reused, resumed or run), then the
+    meta-learners and the report."""
+    first = bases[0][1]
+    y_train, y_test = _labels(splits.train), _labels(splits.test)
     with atomic_path(out / "folds.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, fold=fold_of, label=y_train, row=row_ids)
     state_path = out / "stack.json"
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
     done: dict[str, str] = state.get("runs", {})
+    started: dict[str, str] = state.get("started", {})  # runs begun, by digest: a stopped one resumes
     per_worker = threads_per_worker(workers, threads)
 
     jobs: list[FitJob] = []
@@ -151,13 +169,16 @@ def run_stack(
             if done.get(key) == digest and (run_dir / "predictions" / "holdout.npz").exists():
                 continue
             fold_splits = replace(splits, train=_take(splits.train, np.flatnonzero(fold_of != k)))
-            jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=True,
+            resume = started.get(key) == digest and (run_dir / "checkpoints" / "last.ckpt").exists()
+            started[key] = digest
+            jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=not resume, resume=resume,
                                splits=fold_splits, predict={"holdout": _take(splits.train, np.flatnonzero(fold_of == k))},
                                extra={"digest": digest, "fold": k, "run_dir": run_dir}))
     n_runs = len(bases) * folds
     if verbose:
         print(f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs in {out} ({n_runs - len(jobs)} "
               f"finished before); train={len(y_train)} test={len(y_test)} rows, split seed {split_seed}", flush=True)
+    write_json(state_path, {**state, "runs": done, "started": started})
     failed: list[str] = []
 
     def on_done(job: FitJob, result: dict[str, Any]) -> None:
@@ -172,11 +193,18 @@ def run_stack(
                 "train_rows": row_ids[fold_of != k].tolist(), "holdout_rows": row_ids[fold_of == k].tolist()})
         else:
             failed.append(f"{job.name}: {result['status']} (log {job.log})")
-        write_json(state_path, {**state, "runs": done})
+        write_json(state_path, {**state, "runs": done, "started": started})
         if verbose:
             print(f"  {job.name}: {result['status'][:200]}", flush=True)
 
-    run_jobs(jobs, workers, on_done)
+    try:
+        run_jobs(jobs, workers, on_done)
+    except JobsInterrupted as stop:
+        raise RunInterrupted(
+            f"stack stopped: {n_runs - len(jobs) + stop.finished} of {n_runs} fold runs are finished, "
+            f"{stop.interrupted} stopped mid-run (kept up to their last finished epoch), {stop.not_started} not "
+            f"started. Resume: run the same command again (finished fold runs are reused, stopped ones continue "
+            f"from their checkpoints/last.ckpt).", exit_code=stop.exit_code) from None
     if failed:
         raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
                              f"of the same command only runs the rest:\n" + "\n".join(failed))
@@ -198,7 +226,7 @@ def run_stack(
         report += (f"\nThe meta-learners also saw the pretrained encoder features of base '{names[0]}' "
                    f"({extra['train'].shape[1]} columns per row).\n")
     atomic_write_text(out / "stack.md", report)
-    write_json(state_path, {**state, "runs": done, "meta": meta, "folds": folds, "split_seed": split_seed,
+    write_json(state_path, {**state, "runs": done, "started": started, "meta": meta, "folds": folds, "split_seed": split_seed,
                             "bases": {n: str(p) for (n, _), p in zip(bases, inputs, strict=True)},
                             "results": result["rows"]})
     pred = pd.DataFrame({"row": _row_ids(splits.test), "label": [splits.label_map.classes[i] for i in y_test]})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from headstart.strategies.base import (
     STRATEGY_NAMES,
+    STRATEGY_SPEC_FORMS,
     LoraSpec,
     Strategy,
     check_block_range,
@@ -16,6 +17,7 @@ from headstart.strategies.lora import DEFAULT_LORA_TARGETS, apply_lora, lora_can
 __all__ = [
     "DEFAULT_LORA_TARGETS",
     "STRATEGY_NAMES",
+    "STRATEGY_SPEC_FORMS",
     "LoraSpec",
     "Strategy",
     "apply_lora",

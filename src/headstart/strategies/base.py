@@ -22,6 +22,7 @@ from headstart.errors import ConfigError, LayerMapError, did_you_mean
 
 __all__ = [
     "STRATEGY_NAMES",
+    "STRATEGY_SPEC_FORMS",
     "LoraSpec",
     "Strategy",
     "check_block_range",
@@ -191,25 +192,62 @@ def parse_block_range(spec: str | int, n_blocks: int, block_names: list[str] | N
     return out
 
 
+# The --strategy / --strategies shorthand, one entry per form: what a refused spec lists as its choices.
+STRATEGY_SPEC_FORMS = (
+    "full",
+    "linear_probe",
+    "partial:K (train the last K blocks, K >= 1)",
+    "partial:A-B (freeze blocks A to B; also 'partial:A-B,C')",
+    "gradual[:E[:K]] (E head-only epochs, then one more block every K epochs)",
+    "lora[:R] (LoRA adapters of rank R, default 8)",
+)
+_USE_ONE_OF = "Use one of: " + ", ".join(STRATEGY_SPEC_FORMS) + "."
+
+
 def parse_strategy_spec(spec: str) -> dict[str, Any]:
     """CLI shorthand -> strategy fields: ``full``, ``linear_probe``, ``partial:2`` (train last 2),
-    ``partial:0-3`` (freeze 0-3), ``gradual:2`` (freeze 2 epochs), ``gradual:2:1``, ``lora``, ``lora:16``."""
-    name, _, arg = spec.partition(":")
+    ``partial:0-3`` (freeze 0-3), ``gradual:2`` (freeze 2 epochs), ``gradual:2:1``, ``lora``, ``lora:16``.
+
+    Every refusal ends with the valid forms, so a typo on the command line is fixed without the docs.
+    """
+    try:
+        return _parse_spec(str(spec))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {_USE_ONE_OF}") from None
+
+
+def _parse_spec(spec: str) -> dict[str, Any]:
+    """:func:`parse_strategy_spec` without the list of valid forms in its errors."""
+    name, colon, arg = spec.partition(":")
     name = name.strip().replace("-", "_")
     if name not in STRATEGY_NAMES:
-        raise ConfigError(
-            f"'{name}' is not a strategy.{did_you_mean(name, STRATEGY_NAMES)} Valid strategies: "
-            f"{', '.join(STRATEGY_NAMES)}."
-        )
+        if not name:
+            raise ConfigError(f"The strategy spec '{spec}' names no strategy (nothing before ':')." if colon
+                              else "The strategy spec is empty.")
+        raise ConfigError(f"'{name}' is not a strategy.{did_you_mean(name, STRATEGY_NAMES)}")
     fields: dict[str, Any] = {"name": name}
+    arg = arg.strip()
     if not arg:
+        if colon:
+            raise ConfigError(f"'{spec}' ends with ':' but gives no argument after it; write '{name}' alone or add one.")
+        if name == "partial":
+            raise ConfigError(
+                "'partial' needs an argument: partial:K trains the last K blocks (e.g. partial:2), partial:A-B "
+                "freezes blocks A to B (e.g. partial:0-3)."
+            )
         return fields
     if name == "partial":
-        if arg.strip().isdigit():
+        if arg.isdigit():
+            if int(arg) == 0:
+                raise ConfigError(
+                    f"'{spec}' trains none of the blocks (partial:K trains the last K blocks, so K=0 trains only the "
+                    f"head). Write linear_probe to train only the head, partial:K with K >= 1 to train the last K "
+                    f"blocks, or partial:0-0 to freeze only block 0."
+                )
             fields["train_last"] = int(arg)
         else:
             check_block_range(arg)
-            fields["freeze"] = arg.strip()
+            fields["freeze"] = arg
     elif name == "gradual":
         parts = arg.split(":")
         if len(parts) > 2:
@@ -217,11 +255,19 @@ def parse_strategy_spec(spec: str) -> dict[str, Any]:
                 f"'{spec}' has {len(parts)} ':'-separated numbers, but gradual takes at most two: gradual:E "
                 f"(E head-only epochs) or gradual:E:K (then one more block every K epochs), e.g. gradual:2:1."
             )
-        fields["freeze_epochs"] = _spec_int(parts[0], spec, "gradual:E[:K] needs whole numbers of epochs")
+        why = "gradual:E[:K] needs whole numbers of epochs, e.g. gradual:2:1"
+        fields["freeze_epochs"] = _spec_int(parts[0], spec, why)
+        if fields["freeze_epochs"] == 0:
+            raise ConfigError(
+                f"strategy 'gradual' needs strategy.freeze_epochs >= 1 (got 0 in '{spec}'): E counts the head-only "
+                f"epochs before the first block unfreezes. Write full to train everything from the first epoch, or "
+                f"gradual:1 (or more) for a head-only start."
+            )
         if len(parts) > 1:
-            fields["unfreeze_every"] = _spec_int(parts[1], spec, "gradual:E[:K] needs whole numbers of epochs")
+            fields["unfreeze_every"] = _spec_int(parts[1], spec, why, minimum=1)
     elif name == "lora":
-        fields["lora"] = {"r": _spec_int(arg, spec, "lora:R needs a whole-number rank such as 8 or 16")}
+        fields["lora"] = {"r": _spec_int(arg, spec, "lora:R needs a whole-number rank, e.g. lora:8 or lora:16",
+                                         minimum=1)}
     else:
         raise ConfigError(f"Strategy '{name}' takes no ':' argument (got '{spec}'); write just '{name}'.")
     return fields
@@ -242,7 +288,11 @@ def format_strategy_spec(fields: dict[str, Any]) -> str:
     return str(name)
 
 
-def _spec_int(text: str, spec: str, why: str) -> int:
-    if not text.strip().isdigit():
+def _spec_int(text: str, spec: str, why: str, minimum: int = 0) -> int:
+    """A whole number from one ':' part of a spec; ``why`` says what the number is for."""
+    text = text.strip()
+    if not text.isdigit():
         raise ConfigError(f"'{text}' in '{spec}' is not a whole number: {why}.")
+    if int(text) < minimum:
+        raise ConfigError(f"'{text}' in '{spec}' is below {minimum}: {why}.")
     return int(text)

@@ -24,17 +24,9 @@ from headstart.train.checkpoint import (
     save_weights,
     verify_file,
 )
+from headstart.train.progress import lr_summary, metric_value
 
-__all__ = ["AtomicCheckpointIO", "BestWeights", "LastCheckpoint", "MetricsCSV", "ResumeSamplerEpoch", "metric_value"]
-
-
-def metric_value(trainer: pl.Trainer, name: str) -> float | None:
-    value = trainer.callback_metrics.get(name)
-    if value is None:
-        value = trainer.callback_metrics.get(f"{name}_epoch")
-    if value is None:
-        return None
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
+__all__ = ["AtomicCheckpointIO", "BestWeights", "LastCheckpoint", "MetricsCSV", "ResumeSamplerEpoch"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +53,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"{where} '{path}' does not exist. Run without --resume to start the run.")
-        verify_file(path, where)
+        verify_file(path, where, require_sidecar=True)  # only ever a run's own last.ckpt
         try:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:
@@ -94,7 +86,7 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the optimizer state too: resume needs it
 
 
 class ResumeSamplerEpoch(pl.Callback):
@@ -140,15 +132,11 @@ class MetricsCSV(pl.Callback):
             if key.startswith("val_"):
                 row[key] = metric_value(trainer, key)
         if trainer.optimizers:
-            groups = trainer.optimizers[0].param_groups
-            is_margin = [str(g.get("name", "")).split("/")[0] == "margin" for g in groups]  # as the schedule reads it
-            margin = [g["lr"] for g, m in zip(groups, is_margin, strict=True) if m]
-            head = [g["lr"] for g, m in zip(groups, is_margin, strict=True) if g.get("is_head", False) and not m]
-            row["lr_head"] = max(head) if head else (max(margin) if margin else groups[-1]["lr"])
-            if margin:  # a margin head's class weights (optim.margin_lr)
-                row["lr_margin"] = max(margin)
-            enc = [g["lr"] for g in groups if not g.get("is_head", False)]
-            row["lr_encoder_max"] = max(enc) if enc else 0.0
+            summary = lr_summary(trainer.optimizers[0].param_groups)
+            row["lr_head"] = summary["lr_head"]
+            if "lr_margin" in summary:  # a margin head's class weights (optim.margin_lr)
+                row["lr_margin"] = summary["lr_margin"]
+            row["lr_encoder_max"] = summary["lr_encoder_max"]
             row["trainable_blocks"] = len(getattr(pl_module, "trainable_blocks", ()))
         row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]

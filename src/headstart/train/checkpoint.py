@@ -6,7 +6,11 @@
   ``last.ckpt``) recording its size and BLAKE2b digest; reads verify it, so a damaged file is a
   ``CheckpointError`` naming the file, never weights that load silently. The sidecar is written before
   the file is renamed into place and also keeps the previous digest, so a crash between the two renames
-  leaves a pair that still verifies.
+  leaves a pair that still verifies. A run's own files (``require_sidecar``) must have their sidecar: a
+  deleted ``best.json`` would otherwise let a damaged ``best.safetensors`` load unchecked. Files from
+  elsewhere (a user's ``--pretrain`` weights) load without one.
+* The same state always gives the same bytes (the header's JSON is written with sorted keys), so the
+  frozen-weights store can share one file between runs by its digest.
 * Reads never execute pickled code: safetensors, or ``torch.load(weights_only=True)`` (DESIGN rule 7).
 * Weights that no step of a run can change (static-frozen blocks, LoRA base weights) are written once per
   run to ``frozen.safetensors``; best / top-k / last checkpoints hold only the rest and name that file in
@@ -67,7 +71,12 @@ def save_weights(
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: str | Path, links: Iterable[str] = ()) -> None:
-    """The bytes of a weights file (not atomic: ``save_weights`` wraps it). Same state, same bytes."""
+    """The bytes of a weights file (not atomic: ``save_weights`` wraps it). Same state, same bytes.
+
+    safetensors writes its ``__metadata__`` map in a random key order (a hash map, seeded per process and
+    per map), so the header is rewritten with sorted keys afterwards; the weights store shares frozen files
+    by their digest, which needs identical bytes.
+    """
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -83,7 +92,28 @@ def write_safetensors(state: dict[str, torch.Tensor], path: str | Path, links: I
     links = [str(name) for name in links]
     if links:
         metadata[_LINKS_KEY] = json.dumps(links)
-    save_file(tensors, str(path), metadata=metadata)
+    save_file(tensors, str(path), metadata=metadata)  # streams the tensors: no copy of the state in memory
+    _sort_header(Path(path))
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors header in place as JSON with sorted keys, padded to its length.
+
+    Only the key order changes, and Python's compact JSON escapes strings as safetensors (serde_json) does,
+    so the sorted header has the same length and the tensor data (offsets relative to its start) stays put.
+    """
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:
+            raise CheckpointError(
+                f"Writing '{path}': the sorted safetensors header is {len(text)} bytes where safetensors wrote "
+                f"{size}, so it cannot be rewritten in place (a safetensors version that encodes headers "
+                f"differently?). Report this with `pip show safetensors`."
+            )
+        fh.seek(8)
+        fh.write(text.ljust(size, b" "))  # safetensors pads its header with spaces too
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -92,7 +122,10 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
-    side = sidecar_path(path)
+    return _read_record(sidecar_path(path))
+
+
+def _read_record(side: Path) -> dict[str, Any] | None:
     if not side.exists():
         return None
     try:
@@ -119,15 +152,22 @@ def atomic_checked_path(path: str | Path, sidecar: dict[str, Any] | None = None)
         write_json(sidecar_path(path), record)
 
 
-def verify_file(path: str | Path, where: str = "checkpoint") -> None:
+def verify_file(path: str | Path, where: str = "checkpoint", require_sidecar: bool | None = None) -> None:
     """Raise a ``CheckpointError`` when ``path`` does not match the digest its sidecar recorded.
 
-    Files without a sidecar digest (foreign checkpoints, runs of older headstart versions) are not checked
-    here; their readers still refuse what does not parse.
+    ``require_sidecar``: the file is a run's own checkpoint, so a missing sidecar is an error too (it was
+    written with one; deleted, a damaged file would load unchecked). ``None`` decides from where the file
+    is: in the ``checkpoints/`` folder of a headstart run directory (beside ``config.yaml`` and
+    ``labels.json``) it is required. Foreign files (``--pretrain`` weights, exported encoders) without a
+    sidecar are not checked here; their readers still refuse what does not parse.
     """
     path = Path(path)
     side = sidecar_path(path)
     if not side.exists():
+        if require_sidecar is None:
+            require_sidecar = _in_run_checkpoints(path)
+        if require_sidecar and not _written_before_digests(path):
+            raise CheckpointError(_missing_sidecar_message(path, where))
         return
     record = _read_sidecar(path)
     if record is None:
@@ -153,20 +193,57 @@ def verify_file(path: str | Path, where: str = "checkpoint") -> None:
     )
 
 
-def read_state_dict(path: str | Path, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a torch checkpoint (Lightning ``state_dict`` nesting handled)."""
+def _in_run_checkpoints(path: Path) -> bool:
+    """True for a file in the ``checkpoints/`` folder (or its ``top/``) of a headstart run directory (``fit``
+    writes ``config.yaml`` and ``labels.json`` beside that folder before any checkpoint)."""
+    folder = path.parent.parent if path.parent.name == "top" else path.parent
+    run = folder.parent
+    return folder.name == "checkpoints" and (run / "config.yaml").is_file() and (run / "labels.json").is_file()
+
+
+def _written_before_digests(path: Path) -> bool:
+    """True when the other sidecars beside ``path`` exist and none records a digest: a run of a headstart
+    version that wrote ``frozen.safetensors`` and ``last.ckpt`` without sidecars (and ``best.json`` without
+    a digest). Such files were never verifiable; refusing them would only break old runs."""
+    records = [_read_record(side) for side in path.parent.glob("*.json") if side != sidecar_path(path)]
+    records = [r for r in records if r is not None]  # an unreadable sidecar proves nothing either way
+    return bool(records) and not any("content" in r for r in records)
+
+
+def _missing_sidecar_message(path: Path, where: str) -> str:
+    side = sidecar_path(path)
+    older = ""
+    if path.name in (FROZEN_WEIGHTS, "last.ckpt"):
+        older = (f" (headstart versions before digest sidecars wrote {path.name} without one; such a run still "
+                 f"loads while its best.json is there and records no digest, which is not the case here)")
+    return (
+        f"{where} '{path}' cannot be verified: its sidecar '{side.name}', which records the file's digest, is "
+        f"missing (looked for {side}){older}. headstart writes it with every checkpoint of a run, and without it "
+        f"a damaged file would load silently wrong weights, so headstart refuses. Restore '{side.name}' from "
+        f"where the run was copied (copy the run's whole checkpoints/ folder, not single files), or rerun the "
+        f"fit (--overwrite)."
+    )
+
+
+def read_state_dict(path: str | Path, where: str = "checkpoint",
+                    require_sidecar: bool | None = None) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a torch checkpoint (Lightning ``state_dict`` nesting handled).
+
+    ``require_sidecar`` as in ``verify_file``: True for a run's own checkpoints, False for foreign weights,
+    None to decide from the file's folder. Linked ``frozen.safetensors`` files always need theirs.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{where} '{path}' does not exist (resolved to {path.resolve()}). Check the path.")
     if path.is_dir():
         for name in ("model.safetensors", "best.safetensors", "checkpoints/best.safetensors", "pytorch_model.bin"):
             if (path / name).exists():
-                return read_state_dict(path / name, where)
+                return read_state_dict(path / name, where, require_sidecar)
         raise CheckpointError(
             f"{where} '{path}' is a directory without model.safetensors, best.safetensors or pytorch_model.bin; "
             f"point it at the weights file."
         )
-    verify_file(path, where)
+    verify_file(path, where, require_sidecar)
     if path.suffix == ".safetensors":
         state, links = _read_safetensors(path, where)
         for name in links:
@@ -213,14 +290,16 @@ def _read_safetensors(path: Path, where: str) -> tuple[dict[str, torch.Tensor], 
 
 
 def read_linked(state: dict[str, torch.Tensor], linked: Path, where: str) -> dict[str, torch.Tensor]:
-    """``state`` plus the tensors of ``linked`` (a run's ``frozen.safetensors``) that it lacks."""
+    """``state`` plus the tensors of ``linked`` (a run's ``frozen.safetensors``) that it lacks.
+
+    The linked file is always a run's own, so its sidecar (``frozen.json``) is required."""
     if not linked.exists():
         raise CheckpointError(
             f"{where} stores only the weights its run could change; the frozen ones live in '{linked.name}' beside "
             f"it, which is missing (looked for {linked.resolve()}). Copy the whole checkpoints/ folder of the run, "
             f"not single files."
         )
-    verify_file(linked, f"{where}: its frozen weights")
+    verify_file(linked, f"{where}: its frozen weights", require_sidecar=True)
     frozen, _ = _read_safetensors(linked, f"{where}: its frozen weights")
     return {**frozen, **state}
 

@@ -21,9 +21,64 @@ import pytorch_lightning as pl
 
 from headstart.errors import RunInterrupted
 
-__all__ = ["GracefulStop"]
+__all__ = ["GracefulStop", "StopRequest", "exit_code_for", "stop_requested"]
 
 _EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_REQUESTED: list[int] = []  # a signal that arrived outside training (compare / stack, worker processes)
+
+
+def exit_code_for(signum: int | None) -> int:
+    """The exit status of a run stopped by ``signum``: 130 for SIGINT (and unknown), 143 for SIGTERM."""
+    return _EXIT_CODES.get(signum, 130)  # type: ignore[arg-type]
+
+
+def stop_requested() -> int | None:
+    """The signal that asked this process to stop while no training loop was listening, if any."""
+    return _REQUESTED[0] if _REQUESTED else None
+
+
+class StopRequest:
+    """Signal handlers for a process that runs many fits (compare, stack, their workers): the first SIGINT /
+    SIGTERM is remembered, so the fit in progress stops at its next batch boundary (``GracefulStop`` picks
+    it up) and no further fit starts. ``on_signal`` runs too (the parent forwards the stop to its workers)."""
+
+    def __init__(self, on_signal: Any = None) -> None:
+        self._on_signal = on_signal
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for signum in _EXIT_CODES:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        """Restore the previous handlers and forget the request (the next command starts afresh)."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+        _REQUESTED.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if _REQUESTED and _REQUESTED[0] == signal.SIGINT and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise KeyboardInterrupt  # second Ctrl-C: abort at once
+        if not _REQUESTED:
+            _REQUESTED.append(signum)
+            print(f"\n{signal.Signals(signum).name} received: the runs in progress stop after their current "
+                  f"batch and keep their last finished epoch; no new run starts (Ctrl-C again aborts at once).",
+                  file=sys.stderr, flush=True)
+        if self._on_signal is not None:
+            self._on_signal(signum)
+
+    @property
+    def signum(self) -> int | None:
+        return stop_requested()
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(stop_requested())
 
 
 class GracefulStop(pl.Callback):
@@ -37,6 +92,8 @@ class GracefulStop(pl.Callback):
 
     # ----- signal handlers -------------------------------------------------------------------
     def install(self) -> GracefulStop:
+        if self.signum is None:
+            self.signum = stop_requested()  # asked to stop before training began: stop at the first check
         if threading.current_thread() is not threading.main_thread():
             return self  # signal handlers can only be set from the main thread; the caller's stay
         for signum in _EXIT_CODES:
@@ -50,9 +107,13 @@ class GracefulStop(pl.Callback):
         self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
+        # Only a second SIGINT aborts: a SIGTERM forwarded by a compare parent plus the terminal's SIGINT to
+        # the whole process group must still stop cleanly.
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             raise KeyboardInterrupt  # second Ctrl-C: the user does not want to wait
+        if self.signum is not None:
+            return
         self.signum = signum
         name = signal.Signals(signum).name
         print(f"\n{name} received: stopping after the current batch (press Ctrl-C again to abort at once).",
@@ -60,7 +121,7 @@ class GracefulStop(pl.Callback):
 
     @property
     def exit_code(self) -> int:
-        return _EXIT_CODES.get(self.signum, 130)  # type: ignore[arg-type]
+        return exit_code_for(self.signum)
 
     # ----- the safe points --------------------------------------------------------------------
     def _check(self, trainer: pl.Trainer, where: str) -> None:

@@ -263,7 +263,7 @@ class FinetuneModule(pl.LightningModule):
             train_names = [self.block_names[i] for i in sorted(wanted)]
             log.info(
                 "epoch %d: %d/%d blocks trainable (train mode: %s); frozen blocks in eval mode",
-                self.current_epoch, len(wanted), n, ", ".join(train_names) or "head only",
+                self.current_epoch + 1, len(wanted), n, ", ".join(train_names) or "head only",
             )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

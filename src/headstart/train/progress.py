@@ -24,11 +24,20 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from tqdm import tqdm
 
 from headstart.fileio import atomic_write_text
-from headstart.train.callbacks import metric_value
 
-__all__ = ["EpochLine", "EpochProgressBar", "StepLR", "lr_summary"]
+__all__ = ["EpochLine", "EpochProgressBar", "StepLR", "lr_summary", "metric_value"]
 
 _STEP_FIELDS = ("step", "epoch", "lr_head", "lr_encoder_max", "lr_margin")
+
+
+def metric_value(trainer: pl.Trainer, name: str) -> float | None:
+    """``name`` from the trainer's logged metrics as a float (``name_epoch`` when only that was logged)."""
+    value = trainer.callback_metrics.get(name)
+    if value is None:
+        value = trainer.callback_metrics.get(f"{name}_epoch")
+    if value is None:
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
 
 
 def lr_summary(param_groups: Sequence[Mapping[str, Any]]) -> dict[str, float]:

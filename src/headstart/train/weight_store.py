@@ -67,6 +67,8 @@ def store_frozen_weights(state: dict[str, torch.Tensor], path: str | Path, store
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         tmp = None
+        # The sidecar first: a crash between the two never leaves a weights file without its digest.
+        write_json(sidecar_path(path), {"content": digest, "store": str(target)})
         with atomic_path(path) as link:
             os.unlink(link)
             os.link(target, link)
@@ -75,5 +77,4 @@ def store_frozen_weights(state: dict[str, torch.Tensor], path: str | Path, store
             Path(tmp).unlink(missing_ok=True)
         save_weights(state, path)
         return "copy"
-    write_json(sidecar_path(path), {"content": digest, "store": str(target)})
     return "shared"

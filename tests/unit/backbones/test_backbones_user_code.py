@@ -21,7 +21,8 @@ from headstart.backbones import TorchBackbone, build_backbone, check_module_fact
 from headstart.config import BackboneConfig
 from headstart.errors import ConfigError
 
-EXPECTED = "a torch.nn.Module subclass or a factory function returning one, e.g. mypkg.models:Encoder"
+EXPECTED = ("a torch.nn.Module subclass or a function returning one, from your own module or an installed package, "
+            "e.g. my_models:TinyEncoder")
 USER_MODULES = {
     "hs_user_models": """
         from torch import nn
@@ -83,6 +84,9 @@ def test_os_system_is_refused_and_never_called(tmp_path: Path, caplog, backbone_
     assert not marker.exists()
     assert "backbone.module 'os:system' is the built-in function" in message and "It was not called" in message
     assert EXPECTED in message
+    # the fix: what to set, where such a module comes from, and how a local file is found
+    assert "Set backbone.module to a torch.nn.Module subclass" in message and "PYTHONPATH=." in message
+    assert "called" in message and "backbone.kwargs as keyword arguments" in message
     assert ("Importing user code: os:system (backbone.module in the config; a config that names a module runs "
             "its code)") in caplog.text
 
@@ -177,3 +181,4 @@ def test_inspect_refuses_os_system_through_the_cli(tmp_path: Path, tiny_hf_dir: 
     err = capsys.readouterr().err
     assert not marker.exists()
     assert err.startswith("error: backbone.module 'os:system' is the built-in function") and "Traceback" not in err
+    assert "Set backbone.module to" in err and "my_models:TinyEncoder" in err

@@ -334,7 +334,7 @@ def test_set_unknown_key(tmp_path, tiny_hf_dir, capsys) -> None:
 ])
 def test_bad_strategy_spec(tmp_path, tiny_hf_dir, capsys, spec, facts) -> None:
     cfg = _config(tmp_path, _raw(tmp_path, tiny_hf_dir))
-    _fails(capsys, ["fit", cfg, "--strategy", spec], f"--strategy '{spec}'", *facts, "Examples:")
+    _fails(capsys, ["fit", cfg, "--strategy", spec], f"--strategy '{spec}'", *facts, "Use one of:")
 
 
 # Config files ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
 @pytest.mark.parametrize(("argv", "usage", "facts"), [
     (["fit", "cfg.yaml", "--epoch", "1"], "headstart fit", ["No such option: --epoch", "--epochs"]),
     (["fitt"], "headstart", ["No such command 'fitt'", "Did you mean 'fit'?"]),
-    (["fit"], "headstart fit", ["Missing argument 'config'"]),
+    (["fit"], "headstart fit", ["Missing argument 'CONFIG'"]),
     (["cache", "lss"], "headstart cache", ["No such command 'lss'"]),
     (["inspect", "cfg.yaml", "--steps-per-epoch", "0"], "headstart inspect",
      ["--steps-per-epoch", "greater than or equal to 1"]),

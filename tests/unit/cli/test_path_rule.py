@@ -114,14 +114,15 @@ def test_command_line_path_resolves_from_the_working_directory_even_if_it_exists
     assert not (layout["root"] / "runs").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src bug (headstart/paths.py missing_path_problems): for a command-line path the 'other' resolution uses "
-    "origin.base, which is the working directory itself, so the config's-folder resolution is never shown"))
 def test_command_line_path_that_exists_only_from_the_config_folder_shows_both_resolutions(layout, capsys) -> None:
     write_text_csv(layout["cfgs"] / "only_here.csv", 24)
-    _fails(capsys, ["fit", layout["config"], "--set", "data.train=only_here.csv"],
-           f"From the config's folder it would be {layout['cfgs'] / 'only_here.csv'}, which exists: give it "
-           f"relative to the working directory or as an absolute path.")
+    message = _fails(capsys, ["fit", layout["config"], "--set", "data.train=only_here.csv"],
+                     f"data.train (--set data.train=...) 'only_here.csv' does not exist (resolved to "
+                     f"{layout['cwd'] / 'only_here.csv'}).", RULE,
+                     f"From the config's folder it would be {layout['cfgs'] / 'only_here.csv'}, which exists: give it "
+                     f"relative to the working directory (../../cfgs/only_here.csv) or as an absolute path.",
+                     "Fix the path.")
+    assert "From the working directory" not in message  # that is where it was resolved: shown once, not twice
 
 
 def test_missing_path_whose_folder_does_not_exist(layout, capsys) -> None:
@@ -147,7 +148,8 @@ def test_pretrain_paths_follow_the_same_rule(layout, capsys) -> None:
     _fails(capsys, ["fit", config],
            f"pretrain '../weights/enc.safetensors' does not exist (resolved to {root / 'weights' / 'enc.safetensors'})")
     _fails(capsys, ["fit", layout["config"], "--pretrain", "enc.safetensors"],
-           f"--pretrain 'enc.safetensors' does not exist (resolved to {cwd / 'enc.safetensors'})", RULE)
+           f"--pretrain 'enc.safetensors' does not exist (resolved to {cwd / 'enc.safetensors'})", RULE,
+           f"From the config's folder it would be {layout['cfgs'] / 'enc.safetensors'}, which does not exist either.")
 
 
 def test_every_config_path_is_absolute_after_loading(layout) -> None:

@@ -292,3 +292,58 @@ def test_repeated_column_names_are_a_config_error(tmp_path: Path) -> None:
     path = _write(tmp_path / "pairs.tsv", "a\tb\t1\n")
     with pytest.raises(ConfigError, match=r"data\.column_names \('q', 'q', 'y'\) names 'q' more than once"):
         read_table(path, column_names=["q", "q", "y"])
+
+
+# A file whose separator is not the one its suffix (or data.format) says ------------------------------------
+
+
+def _separator_error(path: Path, **kwargs: object) -> str:
+    with pytest.raises(DataError) as info:
+        read_table(path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and path.name in message
+    return message
+
+
+def test_tab_separated_file_named_csv_says_tsv(tmp_path: Path) -> None:
+    """Read with commas, a TSV is one column named 'text\\tlabel': the message names the separator, not the column."""
+    path = _write(tmp_path / "train.csv", _delimited("\t"))
+    message = _separator_error(path)
+    for fact in ("data.train: '", "train.csv' is read as csv (comma-separated) because of its suffix '.csv'",
+                 "its header line holds tabs and no commas: 'text', 'label'", "one column ('text\\tlabel')",
+                 "looks tab-separated (tsv)", "Set data.format: tsv", "rename the file to 'train.tsv'"):
+        assert fact in message, (fact, message)
+    message = _separator_error(path, fmt="csv")
+    assert "because the format is set to 'csv' (data.format)" in message and "Set data.format: tsv" in message
+    gz = _write(tmp_path / "train.csv.gz", _delimited("\t"))
+    assert "rename the file to 'train.tsv.gz'" in _separator_error(gz)
+    assert read_table(path, "tsv")["text"].tolist() == [r["text"] for r in ROWS]  # the fix works
+
+
+def test_comma_separated_file_named_tsv_says_csv(tmp_path: Path) -> None:
+    message = _separator_error(_write(tmp_path / "d.tsv", "text,label\nfine,1\nbad,0\n"))
+    assert "read as tsv (tab-separated)" in message and "holds commas and no tabs" in message
+    assert "Set data.format: csv" in message and "'d.csv'" in message
+
+
+def test_new_file_for_a_run_is_told_to_rename(tmp_path: Path) -> None:
+    """evaluate/predict --data decide the format by suffix, so renaming is the fix there."""
+    message = _separator_error(_write(tmp_path / "new.csv", _delimited("\t")), where="--data")
+    assert message.startswith("--data: '") and "Rename the file to 'new.tsv'" in message
+    assert "data.format" not in message
+
+
+def test_header_less_tab_file_named_csv(tmp_path: Path) -> None:
+    path = _write(tmp_path / "pairs.csv", "a\tb\t1\nc\td\t0\n")
+    message = _separator_error(path, column_names=["q1", "q2", "y"])
+    assert "its first line holds tabs and no commas: 'a', 'b', '1'" in message and "tsv" in message
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("one.csv", "text\nhello\tworld\nok\n"),  # one column, a tab inside a text
+    ("ok.csv", 'text,label\n"a\tb",1\n'),  # commas separate, the tab is text
+    ("ok.tsv", "text\tlabel\na, b\t1\n"),  # tabs separate, the comma is text
+    ("one.tsv", "text\na, b\n"),  # one-column tsv: no tab to find
+])
+def test_other_separator_inside_texts_is_fine(tmp_path: Path, name: str, content: str) -> None:
+    assert len(read_table(_write(tmp_path / name, content))) >= 1

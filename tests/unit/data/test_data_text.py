@@ -244,3 +244,22 @@ def test_one_column_file_with_an_unquoted_comma_fails_before_tokenizing(tmp_path
     path.write_text("text\nhello, world\nit was great\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"line 2 has 2 fields, expected 1, and starts 'hello, world'"):
         load_text_frame(path, text_column="text", where="--data")
+
+
+def test_one_column_for_text_and_label_is_refused(train_file: Path) -> None:
+    """Read as both, the labels would be the texts themselves: the Python API refuses it as the config does."""
+    with pytest.raises(ConfigError) as info:
+        _load(train_file, text_column="sentence", label_column="sentence")
+    message = str(info.value)
+    assert "data.text_column and data.label_column are both 'sentence'" in message and "Set" in message
+    with pytest.raises(ConfigError, match=r"data\.text_column and data\.text_pair_column are both 'sentence'"):
+        _load(train_file, text_pair_column="sentence")
+
+
+def test_two_missing_columns_with_the_same_hint_say_it_once(tmp_path: Path) -> None:
+    train = _csv(tmp_path / "t.csv", [("a", 1), ("b", 0)], header="text_label,x")
+    with pytest.raises(DataError) as info:
+        _load(train, text_column="text", label_column="label")
+    message = str(info.value)
+    assert "no column 'text' (data.text_column) and no column 'label' (data.label_column)" in message
+    assert message.count("Did you mean 'text_label'?") == 1

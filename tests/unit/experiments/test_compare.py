@@ -9,9 +9,9 @@ import shutil
 import pytest
 import yaml
 
-from conftest import tiny_run_config
+from conftest import ctrl_c_in_epoch_2_of, tiny_run_config
 from headstart.cli.main import main
-from headstart.errors import ConfigError
+from headstart.errors import ConfigError, RunInterrupted
 from headstart.experiments.compare import compare_run_dirs, parse_seeds, parse_strategies, run_compare
 
 TIMING = {"wall_time_s", "train_time_s", "peak_rss_mb", "peak_rss_train_mb", "cache_used", "run_dir"}
@@ -53,22 +53,32 @@ def _metrics(path) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory, tiny_hf_dir):
-    """A half-finished grid (seeds 0, 1), then the full grid (seeds 0, 1, 2) run in the same directory."""
+    """A grid (seeds 0, 1) whose last run gets Ctrl-C in epoch 2, then the full grid (seeds 0, 1, 2) run in the
+    same directory: finished runs are skipped and the stopped one resumes."""
     tmp = tmp_path_factory.mktemp("compare")
     config = tmp / "base.yaml"
     raw = tiny_run_config(tmp, tiny_hf_dir)
     raw["data"]["train_subset"] = 40  # seeded subset: the split seed decides which 40 rows
+    raw["trainer"]["epochs"] = 3
     config.write_text(yaml.safe_dump(raw))
     spec = "linear_probe[optim.lr=5e-2],full"
-    first = run_compare(config, spec, "0,1", output_dir=tmp / "cmp", workers=0, verbose=False)
+    with ctrl_c_in_epoch_2_of("full_s1"), pytest.raises(RunInterrupted) as stopped:
+        run_compare(config, spec, "0,1", output_dir=tmp / "cmp", workers=0, verbose=False)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp / "cmp" / "runs").glob("*/checkpoints/best.safetensors")}
     first_metrics = _metrics(tmp / "cmp" / "results.csv")
-    # An interrupted run: trained, but killed before its summary was written.
-    (tmp / "cmp" / "runs" / "full_s1" / "summary.json").unlink()
     second = run_compare(config, spec, "0,1,2", output_dir=tmp / "cmp", workers=0, verbose=False)
     fresh = run_compare(config, spec, "0,1,2", output_dir=tmp / "fresh", workers=0, verbose=False)
-    return {"tmp": tmp, "config": config, "spec": spec, "first": first, "second": second, "fresh": fresh,
-            "stamps": stamps, "first_metrics": first_metrics}
+    return {"tmp": tmp, "config": config, "spec": spec, "stopped": stopped.value, "second": second,
+            "fresh": fresh, "stamps": stamps, "first_metrics": first_metrics}
+
+
+def test_ctrl_c_stops_the_grid_and_says_how_to_resume(grid) -> None:
+    stopped = grid["stopped"]
+    assert stopped.exit_code == 130
+    assert "3 of 4 runs are finished, 1 stopped mid-run" in str(stopped)
+    assert "run the same command again" in str(stopped)
+    assert grid["first_metrics"]["full_s1"]["status"] == "interrupted"
+    assert not (grid["tmp"] / "cmp" / ".headstart.lock").read_text()  # released
 
 
 def test_grid_rows_and_identical_splits(grid) -> None:
@@ -94,7 +104,8 @@ def test_resume_skips_finished_runs_and_matches_a_fresh_grid(grid) -> None:
             assert path.stat().st_mtime_ns == stamp, f"{path} was retrained"
     resumed = _metrics(grid["tmp"] / "cmp" / "results.csv")
     for name, metrics in grid["first_metrics"].items():
-        assert resumed[name] == metrics
+        if name != "full_s1":
+            assert resumed[name] == metrics
     assert resumed == _metrics(grid["tmp"] / "fresh" / "results.csv")
     # the interrupted run continued from its last.ckpt instead of starting again
     assert json.loads((grid["tmp"] / "cmp" / "runs" / "full_s1" / "summary.json").read_text())["resumed"] is True
@@ -140,4 +151,31 @@ def test_worker_processes_give_the_same_numbers(grid, tmp_path) -> None:
     fresh = _metrics(grid["tmp"] / "fresh" / "results.csv")
     for name, metrics in _metrics(tmp_path / "w2" / "results.csv").items():
         assert metrics == fresh[name]
-    assert "epoch 0:" in (tmp_path / "w2" / "logs" / "full_s0.log").read_text()
+    log = (tmp_path / "w2" / "logs" / "full_s0.log").read_text()
+    assert "epoch 1: 3/3 blocks trainable" in log  # the run's log lines reach its log file
+    assert "epoch 1/3  train_loss" in log and "epoch 3/3  train_loss" in log  # one plain line per epoch
+
+
+def test_block_range_lists_stay_one_strategy() -> None:
+    """A comma followed by a digit continues a spec's block-range list: partial:0-2,5 freezes blocks 0-2 and 5."""
+    cells = parse_strategies("full,partial:0-2,5,partial:1, 3[optim.lr=1e-2],lora:4")
+    assert [c.label for c in cells] == ["full", "partial:0-2,5", "partial:1, 3[optim.lr=1e-2]", "lora:4"]
+    assert cells[1].fields == {"name": "partial", "freeze": "0-2,5"} and cells[1].slug == "partial-0-2-5"
+    assert cells[2].fields == {"name": "partial", "freeze": "1, 3"} and cells[2].overrides == ((("optim", "lr"), 0.01),)
+    assert [c.label for c in parse_strategies("partial:2,full")] == ["partial:2", "full"]
+    with pytest.raises(ConfigError, match="'5' is not a strategy"):  # no ':' before: a number alone is no spec
+        parse_strategies("full,5")
+
+
+@pytest.mark.parametrize(("spec", "fact"), [
+    ("bogus", "'bogus' is not a strategy."),
+    ("lora:big", "'big' in 'lora:big' is not a whole number"),
+    ("partial:x", "Block range 'x' (strategy.freeze) is not understood"),
+    ("partial:0", "'partial:0' trains none of the blocks"),
+])
+def test_bad_spec_in_the_grid_lists_the_valid_forms(spec: str, fact: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_strategies(f"full,{spec}")
+    message = str(info.value)
+    assert message.startswith(f"Strategy '{spec}' in --strategies is not understood: ") and fact in message
+    assert "Use one of: full, linear_probe, partial:K" in message and "lora[:R]" in message

@@ -78,7 +78,21 @@ def reference(tmp_path_factory, tiny_hf_dir) -> Path:
     cfg = _config(tmp, tiny_hf_dir, "run")
     done = _run("fit", str(cfg))
     assert done.returncode == 0, done.stderr[-3000:]
+    (tmp / "stdout.txt").write_text(done.stdout)
     return tmp / "run"
+
+
+def test_fit_prints_one_plain_line_per_epoch_and_keeps_the_lr_of_every_step(reference) -> None:
+    lines = [line for line in (reference.parent / "stdout.txt").read_text().splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+    for line in lines:
+        assert "train_loss" in line and "val_loss" in line and "val_acc" in line and " lr " in line
+        assert line.endswith(" s") and "\r" not in line
+    with (reference / "lr_steps.csv").open(newline="") as fh:
+        steps = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in steps] == list(range(1, 3 * 300 + 1))  # 1200 rows, batch 4, 3 epochs
+    assert {int(r["epoch"]) for r in steps} == {1, 2, 3}
+    assert (reference / "plots" / "curves.png").stat().st_size > 0
 
 
 def test_sigkill_in_epoch_2_then_resume_equals_uninterrupted(tmp_path, tiny_hf_dir, reference) -> None:
@@ -111,7 +125,7 @@ def test_sigint_in_epoch_2_saves_says_how_to_resume_and_resumes_exactly(tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err + out
-    assert "SIGINT during epoch 2/3" in err and "--resume" in err and "Epochs 1-1 are saved" in err
+    assert "SIGINT during epoch 2/3" in err and "--resume" in err and "Epoch 1 is saved" in err
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
     assert not (run / ".headstart.lock").read_text()  # the lock was released
 
@@ -129,3 +143,61 @@ def test_sigterm_exits_with_its_own_status(tmp_path, tiny_hf_dir) -> None:
     assert proc.returncode == 143, err[-3000:]
     assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
     assert os.path.exists(tmp_path / "run" / "checkpoints" / "last.ckpt")
+
+
+# ----- a compare grid killed mid-run ------------------------------------------------------------------------
+GRID = ("--strategies", "linear_probe,full", "--seeds", "0")
+
+
+def _compare(cfg: Path, out: Path, *extra: str) -> list[str]:
+    return _cli("compare", str(cfg), *GRID, "--output-dir", str(out), *extra)
+
+
+def _grid_rows(out: Path) -> dict[str, dict[str, str]]:
+    timing = {"wall_time_s", "train_time_s", "peak_rss_mb", "peak_rss_train_mb", "cache_used", "run_dir"}
+    with (out / "results.csv").open(newline="") as fh:
+        return {r["run"]: {k: v for k, v in r.items() if k not in timing} for r in csv.DictReader(fh)}
+
+
+@pytest.fixture(scope="module")
+def reference_grid(tmp_path_factory, tiny_hf_dir) -> Path:
+    tmp = tmp_path_factory.mktemp("grid")
+    done = subprocess.run(_compare(_config(tmp, tiny_hf_dir, "unused"), tmp / "cmp", "--workers", "0"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp / "cmp"
+
+
+def _assert_same_grid(out: Path, reference: Path) -> None:
+    assert _grid_rows(out) == _grid_rows(reference)
+    for name in ("linear_probe_s0", "full_s0"):
+        _assert_same_run(out / "runs" / name, reference / "runs" / name)
+
+
+@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGKILL, "0"), (signal.SIGINT, "1")],
+                         ids=["sigkill-in-process", "sigint-worker-process"])
+def test_compare_grid_stopped_mid_run_resumes_to_the_uninterrupted_grid(tmp_path, tiny_hf_dir, reference_grid,
+                                                                        signum, workers) -> None:
+    cfg, out = _config(tmp_path, tiny_hf_dir, "unused"), tmp_path / "cmp"
+    proc = subprocess.Popen(_compare(cfg, out, "--workers", workers), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_epoch(out / "runs" / "full_s0", proc, 1)  # the second cell, inside its epoch 2
+    probe = out / "runs" / "linear_probe_s0" / "checkpoints" / "best.safetensors"
+    stamp = probe.stat().st_mtime_ns
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # the parent forwards the stop to its worker, which keeps epoch 1 and exits; then the parent
+        assert proc.returncode == 130, err[-3000:]
+        assert "Traceback" not in err
+        assert "1 of 2 runs are finished, 1 stopped mid-run" in err and "run the same command again" in err
+    assert json.loads((out / "runs" / "full_s0" / "checkpoints" / "last.json").read_text())["epoch"] == 1
+    assert not (out / "runs" / "full_s0" / "summary.json").exists()
+
+    again = subprocess.run(_compare(cfg, out, "--workers", "0"), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 finished before, 1 to run" in again.stdout
+    assert probe.stat().st_mtime_ns == stamp  # the finished cell was not retrained
+    assert json.loads((out / "runs" / "full_s0" / "summary.json").read_text())["resumed"] is True
+    _assert_same_grid(out, reference_grid)

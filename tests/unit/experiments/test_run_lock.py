@@ -222,3 +222,16 @@ def test_refused_writer_deletes_nothing(tmp_path, tiny_hf_dir, capsys) -> None:
     assert err.startswith("error:") and f"is in use by PID {os.getpid()}" in err and "Traceback" not in err
     assert (run / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert (run / "config.yaml").read_text(encoding="utf-8") == "name: x\n"
+
+
+@pytest.mark.parametrize("command", ["compare", "stack"])
+def test_second_compare_or_stack_on_a_directory_in_use_is_refused(tmp_path, tiny_hf_dir, capsys, command) -> None:
+    cfg = _config(tmp_path, tiny_hf_dir)
+    out = tmp_path / "grid"
+    args = (["compare", str(cfg), "--strategies", "full", "--seeds", "0"] if command == "compare"
+            else ["stack", str(cfg), str(cfg), "--folds", "2"])
+    with RunLock(out, what=f"{command} directory"):
+        assert main([*args, "--output-dir", str(out), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"The {command} directory '{out}' is in use by PID {os.getpid()}" in err and "Traceback" not in err
+    assert not (out / "runs").exists()  # refused before any run started

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import tiny_run_config
+from conftest import ctrl_c_in_epoch_2_of, tiny_run_config
 from headstart.data.splits import stratified_kfold
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError, DataError, RunInterrupted
 from headstart.experiments.meta import MetaLearner, cross_fit, evaluate_stack, meta_features
 from headstart.experiments.stack import run_stack
 
@@ -156,3 +156,19 @@ def test_stack_with_frozen_embeddings_reuses_the_fold_runs(stacked) -> None:
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert "pretrained encoder features of base 'probe' (16 columns per row)" in result.files["stack.md"].read_text()
     assert [r["model"] for r in result.rows][-2:] == ["stack (lightgbm)", "stack (logreg)"]
+
+
+def test_ctrl_c_in_a_fold_run_stops_the_stack_and_the_rerun_resumes_it(stacked, tmp_path) -> None:
+    _tmp, paths, result = stacked
+    out = tmp_path / "stack"
+    with ctrl_c_in_epoch_2_of("fold1"), pytest.raises(RunInterrupted) as stopped:
+        run_stack(paths, output_dir=out, folds=2, meta="logreg", workers=0, verbose=False)
+    assert stopped.value.exit_code == 130
+    message = str(stopped.value)
+    assert "1 of 4 fold runs are finished, 1 stopped mid-run" in message and "2 not started" in message
+    assert not (out / ".headstart.lock").read_text()
+    assert json.loads((out / "runs" / "probe" / "fold1" / "checkpoints" / "last.json").read_text())["epoch"] == 1
+
+    again = run_stack(paths, output_dir=out, folds=2, meta="logreg", workers=0, verbose=False)
+    assert json.loads((out / "runs" / "probe" / "fold1" / "summary.json").read_text())["resumed"] is True
+    assert again.rows == result.rows  # the same numbers as the stack that was never stopped

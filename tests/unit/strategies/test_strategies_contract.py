@@ -144,7 +144,9 @@ def test_bare_gradual_is_ulmfit_and_explicit_fields_win() -> None:
     assert (two.freeze_epochs, two.unfreeze_every) == (2, None)  # all blocks at once after 2 epochs
     assert StrategyConfig(name="full").freeze_epochs == 0
     with pytest.raises(ConfigError, match=r"'gradual' needs strategy\.freeze_epochs >= 1 \(got 0\)"):
-        Strategy("gradual", freeze_epochs=StrategyConfig(name="gradual", freeze_epochs=0).freeze_epochs)
+        Strategy("gradual", freeze_epochs=0)
+    with pytest.raises(ValueError, match=r"'gradual' needs strategy\.freeze_epochs >= 1 \(got 0\)"):
+        StrategyConfig(name="gradual", freeze_epochs=0)  # the config refuses it at load time too
 
 
 def test_static_frozen_blocks_have_no_grad_and_no_group_while_gradual_keeps_every_group() -> None:

@@ -136,6 +136,117 @@ def test_damaged_sidecar_cannot_vouch_for_the_file(tmp_path) -> None:
     assert f"'{path}': its sidecar 'best.json' is not readable JSON" in str(err.value)
 
 
+# ----- a run's own files need their sidecar; foreign weights do not -------------------------------------
+def _run_checkpoints(tmp_path: Path) -> Path:
+    """The layout ``fit`` makes: config.yaml and labels.json beside checkpoints/."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("{}", encoding="utf-8")
+    (run / "labels.json").write_text("{}", encoding="utf-8")
+    return run / "checkpoints"
+
+
+def _assert_missing_sidecar(err: pytest.ExceptionInfo, path: Path) -> str:
+    text = str(err.value)
+    side = sidecar_path(path)
+    facts = [f"'{path}' cannot be verified", f"its sidecar '{side.name}', which records the file's digest, is missing",
+             f"looked for {side}", f"Restore '{side.name}' from where the run was copied", "rerun the fit"]
+    missing = [f for f in facts if f not in text]
+    assert not missing, f"{missing} not in message: {text}"
+    return text
+
+
+def test_missing_sidecar_of_a_run_checkpoint_is_refused(tmp_path) -> None:
+    best = _run_checkpoints(tmp_path) / "best.safetensors"
+    save_weights(_tensors(), best, sidecar={"epoch": 1})
+    sidecar_path(best).unlink()
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(best)  # found by its place in a run directory
+    text = _assert_missing_sidecar(err, best)
+    assert "before digest sidecars" not in text  # best.json was always written: no older-version case
+    with pytest.raises(CheckpointError):
+        verify_file(best)
+    with pytest.raises(CheckpointError):
+        read_state_dict(best.parent.parent / "checkpoints")  # a directory resolves to the same file
+    assert read_state_dict(best, require_sidecar=False).keys() == _tensors().keys()  # the caller's word wins
+    top = best.parent / "top" / "epoch=002-val_loss=0.5000.safetensors"  # a top-k file
+    save_weights(_tensors(), top, sidecar={"epoch": 2})
+    sidecar_path(top).unlink()
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(top)
+    _assert_missing_sidecar(err, top)
+
+
+def test_require_sidecar_is_explicit_outside_a_run_directory(tmp_path) -> None:
+    path = tmp_path / "best.safetensors"
+    save_weights(_tensors(), path)
+    sidecar_path(path).unlink()
+    assert read_state_dict(path).keys() == _tensors().keys()  # not in a run directory: foreign weights
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(path, where="The run's best weights", require_sidecar=True)
+    assert str(err.value).startswith(f"The run's best weights '{path}' cannot be verified")
+
+
+def test_missing_frozen_sidecar_is_refused_through_the_linking_file(tmp_path) -> None:
+    """frozen.safetensors is only ever a run's own file: its sidecar is required wherever it lies."""
+    frozen, best = tmp_path / FROZEN_WEIGHTS, tmp_path / "best.safetensors"
+    tensors = _tensors()
+    save_weights({k: v for k, v in tensors.items() if k.startswith("enc.")}, frozen)
+    save_weights({"head.weight": tensors["head.weight"]}, best, links=[FROZEN_WEIGHTS])
+    sidecar_path(frozen).unlink()
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(best)
+    text = _assert_missing_sidecar(err, frozen)
+    assert f"checkpoint '{best}': its frozen weights '{frozen}'" in text and "'frozen.json'" in text
+    assert "before digest sidecars wrote frozen.safetensors without one" in text
+
+
+def test_missing_last_sidecar_is_refused_on_resume(tmp_path) -> None:
+    last = _run_checkpoints(tmp_path) / "last.ckpt"
+    _lightning_ckpt(last)
+    sidecar_path(last).unlink()
+    with pytest.raises(CheckpointError) as err:
+        AtomicCheckpointIO().load_checkpoint(last)
+    text = _assert_missing_sidecar(err, last)
+    assert text.startswith("The training state being resumed (--resume)") and "'last.json'" in text
+
+
+def test_runs_of_versions_before_digest_sidecars_still_load(tmp_path) -> None:
+    """Before digest sidecars, best.json held no digest and frozen.safetensors / last.ckpt had no sidecar."""
+    ckpts = _run_checkpoints(tmp_path)
+    frozen, best, last = ckpts / FROZEN_WEIGHTS, ckpts / "best.safetensors", ckpts / "last.ckpt"
+    tensors = _tensors()
+    save_weights({k: v for k, v in tensors.items() if k.startswith("enc.")}, frozen)
+    save_weights({"head.weight": tensors["head.weight"]}, best, links=[FROZEN_WEIGHTS])
+    _lightning_ckpt(last)
+    sidecar_path(frozen).unlink()
+    sidecar_path(last).unlink()
+    sidecar_path(best).write_text(json.dumps({"epoch": 1, "monitor": "val_loss"}), encoding="utf-8")  # old style
+    assert read_state_dict(best).keys() == tensors.keys()
+    assert AtomicCheckpointIO().load_checkpoint(last)["epoch"] == 1
+    save_weights({"head.weight": tensors["head.weight"]}, best, links=[FROZEN_WEIGHTS])  # a digest: this version
+    with pytest.raises(CheckpointError) as err:
+        read_state_dict(best)
+    _assert_missing_sidecar(err, frozen)
+
+
+def test_foreign_weights_without_a_sidecar_still_load(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from headstart.train.checkpoint import load_encoder_weights
+
+    weights = tmp_path / "encoder.safetensors"
+    save_file({k: v for k, v in _tensors().items() if k.startswith("enc.")}, str(weights))
+    torch.save(_tensors(), tmp_path / "encoder.pt")
+    assert read_state_dict(weights).keys() == {"enc.weight", "enc.bias"}
+    assert read_state_dict(tmp_path / "encoder.pt").keys() == _tensors().keys()
+    module = torch.nn.Module()
+    module.enc = torch.nn.Linear(16, 16)
+    report = load_encoder_weights(module, weights)
+    assert sorted(report.matched) == ["enc.bias", "enc.weight"]
+    assert torch.equal(module.enc.weight.detach(), _tensors()["enc.weight"])
+
+
 # ----- last (Lightning checkpoint) without training ----------------------------------------------------
 def _lightning_ckpt(path: Path) -> dict:
     checkpoint = {"state_dict": _tensors(), "epoch": 1, "global_step": 12, "optimizer_states": [],
@@ -313,6 +424,43 @@ def test_resume_refuses_a_pickle_payload_and_runs_nothing(probe_run, tmp_path, c
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("which", ["best.safetensors", FROZEN_WEIGHTS])
+def test_evaluate_refuses_run_weights_whose_sidecar_was_deleted(probe_run, tmp_path, capsys, which) -> None:
+    run = _copy(probe_run[1], tmp_path)
+    data = write_text_csv(tmp_path / "holdout.csv", 6)
+    weights = run / "checkpoints" / which
+    sidecar_path(weights).unlink()
+    message = _cli_fails(capsys, ["evaluate", run, "--data", data], f"'{weights}' cannot be verified",
+                         f"its sidecar '{sidecar_path(weights).name}', which records the file's digest, is missing",
+                         "Restore", "rerun the fit")
+    if which == FROZEN_WEIGHTS:
+        assert "its frozen weights" in message and str(run / "checkpoints" / "best.safetensors") in message
+
+
+def test_resume_refuses_a_last_checkpoint_whose_sidecar_was_deleted(probe_run, tmp_path, capsys) -> None:
+    raw, original = probe_run
+    run = _copy(original, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    sidecar_path(last).unlink()
+    _cli_fails(capsys, ["fit", _resume_config(raw, run, tmp_path), "--resume", "--epochs", "3"],
+               "The training state being resumed (--resume)", f"'{last}' cannot be verified",
+               "its sidecar 'last.json', which records the file's digest, is missing")
+    assert json.loads((run / "summary.json").read_text(encoding="utf-8"))["epochs_run"] == 2
+
+
+def test_pretrain_weights_without_a_sidecar_still_load(probe_run, tmp_path, capsys) -> None:
+    """A weights file from elsewhere (here: a run's best weights copied out alone) needs no sidecar."""
+    from safetensors.torch import save_file
+
+    raw, run = probe_run
+    weights = tmp_path / "encoder.safetensors"
+    save_file(read_state_dict(run / "checkpoints" / "best.safetensors"), str(weights))
+    assert not sidecar_path(weights).exists()
+    cfg = _resume_config(raw, tmp_path / "from_pretrain", tmp_path)
+    assert main(["fit", str(cfg), "--pretrain", str(weights), "--epochs", "1"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "from_pretrain" / "summary.json").exists()
+
+
 @pytest.mark.parametrize("content", ["garbage", "truncated_torch"])
 def test_garbage_pretrain_file_is_a_clear_error(tmp_path, tiny_hf_dir, capsys, monkeypatch, content) -> None:
     raw = tiny_run_config(tmp_path, tiny_hf_dir)
@@ -335,30 +483,45 @@ def test_garbage_pretrain_file_is_a_clear_error(tmp_path, tiny_hf_dir, capsys, m
 
 
 # ----- frozen weights shared through the store ---------------------------------------------------------
-_METADATA_ORDER_BUG = (
-    "src bug: write_safetensors is not byte-deterministic: safetensors (0.8) writes the __metadata__ map "
-    "({'format', 'producer'[, 'headstart_links']}) in a random key order, so the same state gets different "
-    "bytes and digests, and two runs of one config get two store entries instead of one shared file"
-)
-
-
-@pytest.mark.xfail(reason=_METADATA_ORDER_BUG, strict=True)
 def test_write_safetensors_gives_the_same_bytes_for_the_same_state(tmp_path) -> None:
+    """safetensors writes its metadata map in a random order; write_safetensors sorts the header."""
     from headstart.train.checkpoint import write_safetensors
 
-    digests = set()
-    for i in range(16):
-        write_safetensors(_tensors(), tmp_path / f"{i}.safetensors")
-        digests.add(content_digest(tmp_path / f"{i}.safetensors")["blake2b"])
-    assert len(digests) == 1
+    for links in ((), [FROZEN_WEIGHTS]):  # two and three metadata keys
+        digests = set()
+        for i in range(16):
+            write_safetensors(_tensors(), tmp_path / f"{i}.safetensors", links)
+            digests.add(content_digest(tmp_path / f"{i}.safetensors")["blake2b"])
+        assert len(digests) == 1
 
 
-def _same_but_for_metadata_order(a: Path, b: Path) -> bool:
+_WRITE_IN_A_NEW_PROCESS = """
+import sys, torch
+from headstart.train.checkpoint import write_safetensors
+g = torch.Generator().manual_seed(0)
+state = {"enc.weight": torch.randn(16, 16, generator=g), "enc.bias": torch.randn(16, generator=g).half(),
+         "head.w\u00e9ight \\"q\\"": torch.arange(6).reshape(2, 3)}
+write_safetensors(state, sys.argv[1], links=sys.argv[2:])
+"""
+
+
+def test_write_safetensors_gives_the_same_bytes_across_processes(tmp_path) -> None:
+    """Hash seeds differ per process (Python's and the Rust hash map's): the bytes must not."""
+    import subprocess
+    import sys
+
     from safetensors import safe_open
 
-    with safe_open(str(a), framework="pt") as fa, safe_open(str(b), framework="pt") as fb:
-        return (fa.metadata() == fb.metadata() and set(fa.keys()) == set(fb.keys())
-                and all(torch.equal(fa.get_tensor(k), fb.get_tensor(k)) for k in fa.keys()))  # noqa: SIM118
+    files = []
+    for seed, links in (("1", []), ("2", []), ("3", [FROZEN_WEIGHTS]), ("4", [FROZEN_WEIGHTS])):
+        path = tmp_path / f"{seed}.safetensors"
+        subprocess.run([sys.executable, "-c", _WRITE_IN_A_NEW_PROCESS, str(path), *links], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=120)
+        files.append(path.read_bytes())
+    assert files[0] == files[1] and files[2] == files[3] and files[0] != files[2]
+    with safe_open(str(tmp_path / "3.safetensors"), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt", "producer": "headstart", "headstart_links": '["frozen.safetensors"]'}
+        assert torch.equal(fh.get_tensor("head.w\u00e9ight \"q\""), torch.arange(6).reshape(2, 3))
 
 
 def test_frozen_weights_are_shared_and_survive_move_copy_and_store_deletion(tmp_path, tiny_hf_dir, capsys,
@@ -410,9 +573,7 @@ def test_frozen_weights_are_shared_and_survive_move_copy_and_store_deletion(tmp_
     assert "is damaged" in capsys.readouterr().err
     assert evaluates(runs[1]) == before
 
-    # Last, as it depends on the bug above: the two runs share ONE file (two runs + the store entry).
-    if inodes[0] != inodes[1] and _same_but_for_metadata_order(moved / "checkpoints" / FROZEN_WEIGHTS, files[1]):
-        pytest.xfail(_METADATA_ORDER_BUG)
+    # The two runs share ONE file (two runs + the store entry): the same state gave the same bytes.
     assert inodes[0] == inodes[1] and links == [3, 3]
 
 
