@@ -1276,6 +1276,15 @@ def _cell(text: Any, limit: int | None = None) -> str:
     return s.replace("|", "\\|")
 
 
+# Earlier full runs (the newest run's counts are in the table above them in the report).
+HISTORY = (
+    "2026-12-02, df0c7b3: 118 cases; 112 clear, 5 unclear (a tab-separated `.csv` read as one column; "
+    "`backbone.module: os:system` refused without saying what to write; `--strategy bogus` / `lora:big` without "
+    "the list of strategies), 0 traceback, 1 silent-wrong (a damaged `best.safetensors` whose `best.json` was "
+    "deleted loaded and evaluated with exit 0).",
+)
+
+
 def write_report(out_dir: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> Path:
     counts = {c: sum(r["class"] == c for r in records) for c in CLASSES}
     lines = [
@@ -1310,6 +1319,7 @@ def write_report(out_dir: Path, records: list[dict[str, Any]], meta: dict[str, A
     lines += ["| category | " + " | ".join(CLASSES) + " | total |", "|---" * (len(CLASSES) + 2) + "|"]
     for cat, c in by_cat.items():
         lines.append(f"| {cat} | " + " | ".join(str(c[k]) for k in CLASSES) + f" | {sum(c.values())} |")
+    lines += ["", "History (full runs before this one):", ""] + [f"- {h}" for h in HISTORY]
     lines += ["", "## Classification rules", "", RULES]
     if meta["notes"]:
         lines += ["## Notes on how cases were driven", ""] + [f"- {n}" for n in meta["notes"]] + [""]

@@ -83,6 +83,7 @@ def run_fit(
     splits: Any = None,
     predict: dict[str, Any] | None = None,
     keep_last: bool = False,
+    resume_how: str = "run the same command with --resume",
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
@@ -93,6 +94,7 @@ def run_fit(
     like val and test, their class probabilities go to ``predictions/<name>.npz`` (through the feature
     cache where the run uses it). ``keep_last``: keep ``checkpoints/last.ckpt`` (weights + optimizer state) after
     the run finishes; by default it is deleted then, since ``best.safetensors`` holds the weights.
+    ``resume_how``: what an interrupted run's message tells the user to do (compare / stack: rerun them).
     """
     t0 = time.perf_counter()
     image = cfg.task == "image_classification"
@@ -109,14 +111,15 @@ def run_fit(
     try:
         return _run_locked(cfg, run, t0, image, resume=resume, verbose=verbose, callbacks=callbacks,
                            export_pretrained=export_pretrained, splits=splits, predict=predict, keep_last=keep_last,
-                           lock_note=lock.note())
+                           lock_note=lock.note(), resume_how=resume_how)
     finally:
         lock.release()
 
 
 def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bool, verbose: bool,
                 callbacks: list[pl.Callback] | None, export_pretrained: bool, splits: Any,
-                predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None) -> FitResult:
+                predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None,
+                resume_how: str) -> FitResult:
     """``run_fit`` once ``run`` is locked and prepared."""
     if lock_note and verbose:
         print(lock_note)
@@ -184,6 +187,9 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             state = model.weights_state()
             frozen_storage = store_frozen_weights({k: state[k] for k in frozen_names}, frozen_path,
                                                   default_weights_dir(cfg.cache.dir))
+        else:  # written by the interrupted run: its sidecar says whether it sits in the store
+            side = sidecar_path(frozen_path)
+            frozen_storage = "shared" if side.exists() and "store" in json.loads(side.read_text()) else "copy"
         model.frozen_weights_file = frozen_path
 
     # Train.
@@ -194,7 +200,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
     metrics_csv = MetricsCSV(run / "metrics.csv")
     step_lr = StepLR(run / "lr_steps.csv")
     last_path = run / "checkpoints" / "last.ckpt"
-    stopper = GracefulStop(lambda trainer: _resume_hint(run, epochs_done(run)))
+    stopper = GracefulStop(lambda trainer: _resume_hint(run, epochs_done(run), resume_how))
     all_callbacks: list[pl.Callback] = [
         EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(fit_loaders["train"]), metrics_csv, best,
         LastCheckpoint(last_path), stopper, step_lr,
@@ -220,7 +226,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             raise
         # Lightning's own SIGTERM handling raised first: the same safe point, the same message.
         raise RunInterrupted(f"{'SIGTERM' if stopper.exit_code == 143 else 'SIGINT'} during training. "
-                             f"{_resume_hint(run, epochs_done(run))}", exit_code=stopper.exit_code) from None
+                             f"{_resume_hint(run, epochs_done(run), resume_how)}", exit_code=stopper.exit_code) from None
     finally:
         stopper.uninstall()
     train_time = time.perf_counter() - t0
@@ -305,13 +311,13 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
     return FitResult(run, summary)
 
 
-def _resume_hint(run: Path, done: int) -> str:
+def _resume_hint(run: Path, done: int, how: str) -> str:
     if done == 0:
         return (f"No epoch had finished, so nothing was saved; run the same command again with --overwrite to "
                 f"start over (run directory {run}).")
     epochs = "Epoch 1 is" if done == 1 else f"Epochs 1-{done} are"
     return (f"{epochs} saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
-            f"and will be repeated). Resume: run the same command with --resume.")
+            f"and will be repeated). Resume: {how}.")
 
 
 def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) -> Any:

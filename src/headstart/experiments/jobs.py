@@ -63,12 +63,15 @@ def threads_per_worker(workers: int, threads: int | None = None) -> int | None:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+_PARENT_STOP: Any = None  # in a worker process: the parent's stop event (set once it got SIGINT / SIGTERM)
+
+
 def run_job(job: FitJob) -> dict[str, Any]:
     """Run one fit with its output going to ``job.log``; return ``{"status", "summary", "run_dir"}``."""
     from headstart.config import load_config
     from headstart.errors import HeadstartError, RunInterrupted
     from headstart.experiments.fit import run_fit
-    from headstart.train.interrupt import exit_code_for, stop_requested
+    from headstart.train.interrupt import stop_requested
 
     job.log.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"name": job.name, "status": "done", "summary": None,
@@ -79,11 +82,14 @@ def run_job(job: FitJob) -> dict[str, Any]:
         saved = root.handlers[:]  # the run's log lines go to its log file only, not the console
         root.handlers = [logging.StreamHandler(fh)]
         try:
-            if stop_requested() is not None:
-                raise RunInterrupted("Stopped before this run began.", exit_code_for(stop_requested()))
+            if stop_requested() is not None or (_PARENT_STOP is not None and _PARENT_STOP.is_set()):
+                print("interrupted: the batch of runs was stopped before this run began")
+                out["status"] = "not started"
+                return out
             cfg = load_config(None, raw=job.config)
             result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
-                             predict=job.predict)
+                             predict=job.predict, resume_how="run the same compare / stack command again (it "
+                                                             "skips finished runs and resumes this one)")
             out["summary"], out["run_dir"] = result.summary, str(result.run_dir)
         except RunInterrupted as exc:
             print(f"interrupted: {exc}")
@@ -107,6 +113,12 @@ class JobsInterrupted(Exception):
         self.exit_code, self.finished, self.interrupted, self.not_started = (exit_code, finished, interrupted,
                                                                            not_started)
 
+    @classmethod
+    def count(cls, exit_code: int, statuses: list[str], n_jobs: int) -> JobsInterrupted:
+        """From the statuses of the runs that returned (the others never started)."""
+        return cls(exit_code, statuses.count("done"), statuses.count("interrupted"),
+                   n_jobs - len(statuses) + statuses.count("not started"))
+
 
 def _die_with_parent() -> None:
     """Linux: have the kernel send this worker SIGTERM when the parent dies (even by SIGKILL), so an orphan
@@ -124,9 +136,11 @@ def _die_with_parent() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_init() -> None:
+def _worker_init(stop: Any = None) -> None:
     from headstart.train.interrupt import StopRequest
 
+    global _PARENT_STOP
+    _PARENT_STOP = stop  # a queued run that starts after the stop must not start at all
     setup_logging()
     StopRequest().install()  # a stop that arrives while the run loads data or evaluates is kept, not lost
     _die_with_parent()
@@ -160,7 +174,7 @@ def run_jobs(jobs: Iterable[FitJob], workers: int, on_done: Callable[[FitJob, di
     finally:
         stop.uninstall()
     if code is not None:
-        raise JobsInterrupted(code, statuses.count("done"), statuses.count("interrupted"), len(jobs) - len(statuses))
+        raise JobsInterrupted.count(code, statuses, len(jobs))
 
 
 def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, dict[str, Any]], None],
@@ -168,14 +182,17 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
     import signal
 
     from headstart.train.interrupt import StopRequest
+
     # spawn, not fork: a forked child inherits torch's thread pools and locks mid-state; one task per child
     # gives each run a fresh process (clean heap, its own peak RSS).
     ctx = multiprocessing.get_context("spawn")
+    stop_event = ctx.Event()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               max_tasks_per_child=1)
+                               initargs=(stop_event,), max_tasks_per_child=1)
     pending: dict[Any, FitJob] = {}
 
     def forward(signum: int) -> None:
+        stop_event.set()  # runs already queued to the pool return "not started"
         for future in list(pending):
             future.cancel()  # not started yet: never starts
         for proc in list(getattr(pool, "_processes", {}).values()):  # running: stop at the next batch
@@ -183,7 +200,6 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
                 os.kill(proc.pid, signal.SIGTERM)
 
     stop = StopRequest(forward).install()
-    cancelled = 0
     try:
         with pool:
             pending.update({pool.submit(run_job, job): job for job in jobs})
@@ -191,8 +207,7 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     job = pending.pop(future)
-                    if future.cancelled():
-                        cancelled += 1
+                    if future.cancelled():  # never started: counted as such by JobsInterrupted
                         continue
                     try:
                         result = future.result()
@@ -204,5 +219,4 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
     finally:
         stop.uninstall()
     if signum is not None:
-        raise JobsInterrupted(code, statuses.count("done"), statuses.count("interrupted"),
-                              len(jobs) - len(statuses))
+        raise JobsInterrupted.count(code, statuses, len(jobs))

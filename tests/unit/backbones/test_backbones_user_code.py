@@ -182,3 +182,30 @@ def test_inspect_refuses_os_system_through_the_cli(tmp_path: Path, tiny_hf_dir: 
     assert not marker.exists()
     assert err.startswith("error: backbone.module 'os:system' is the built-in function") and "Traceback" not in err
     assert "Set backbone.module to" in err and "my_models:TinyEncoder" in err
+
+
+@pytest.mark.parametrize("command", ["fit", "inspect"])
+@pytest.mark.parametrize("mistake", ["unknown key", "missing data file"])
+def test_nothing_is_imported_before_the_whole_config_validates(tmp_path: Path, tiny_hf_dir: Path, capsys,
+                                                               monkeypatch, command: str, mistake: str) -> None:
+    """A module named by the config whose import leaves a marker: a config mistake elsewhere stops the
+    command before the import."""
+    from headstart.cli.main import main
+
+    monkeypatch.delenv("HEADSTART_DEBUG", raising=False)
+    marker = tmp_path / "imported"
+    (tmp_path / "hs_marker_models.py").write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raw = tiny_run_config(tmp_path, tiny_hf_dir, task="image_classification",
+                          backbone={"type": "torch", "module": "hs_marker_models:Encoder"})
+    if mistake == "unknown key":
+        raw["optim"]["lr_typo"] = 1e-3
+    else:
+        raw["data"]["train"] = str(tmp_path / "nowhere.csv")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert main([command, str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and ("lr_typo" in err or "nowhere.csv" in err)
+    assert "Importing user code" not in err
+    assert not marker.exists() and "hs_marker_models" not in sys.modules

@@ -167,3 +167,14 @@ def test_hub_model_id_is_not_treated_as_a_path(layout) -> None:
     raw = layout["raw"]
     config = _write(layout["config"], {**raw, "backbone": {**raw["backbone"], "name_or_path": "org/model"}})
     assert load_config(config).backbone.name_or_path == "org/model"
+
+
+def test_default_output_dir_is_under_the_working_directory(tmp_path: Path, tiny_hf_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default is not a path the config wrote, so it follows the working directory (as the README says)."""
+    raw = tiny_run_config(tmp_path, tiny_hf_dir)
+    raw.pop("output_dir")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "c.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert load_config(tmp_path / "configs" / "c.yaml").output_dir == "runs/run"

@@ -60,6 +60,7 @@ def test_resume_merges_the_frozen_weights_back(partial_run) -> None:
     raw = {**raw, "trainer": {**raw["trainer"], "epochs": 3}}
     result = run_fit(load_config(None, raw=raw), resume=True, verbose=False)
     assert result.summary["resumed"] is True and result.summary["roundtrip_max_abs_diff"] == 0.0
+    assert result.summary["frozen_weights"] == first.summary["frozen_weights"]  # the interrupted run's file
     state = load_run(result.run_dir, verbose=False).model.weights_state()
     for key, value in before.items():
         assert torch.equal(state[key], value), key
