@@ -76,6 +76,42 @@ class MixConfig(_Strict):
     ratio: float = Field(0.2, gt=0.0, le=10.0)  # A rows added = ratio x B training rows (sampled, seeded)
 
 
+class EventsConfig(_Strict):
+    """Event sequences (task sequence_classification): a transactions table, one row per event.
+
+    ``data.train`` (and ``val`` / ``test``) are events tables (csv / tsv / parquet, optionally .gz) with an
+    entity id, an event time and event fields. Labels come from ``labels`` (a per-entity table: the id column
+    plus ``data.label_column``) or, without it, from ``data.label_column`` in the events table (one value per
+    entity). Splits are per entity: an entity is never in two splits.
+    """
+
+    id_column: str
+    time_column: str
+    # auto: numbers stay numbers (a day index, a timestamp), anything else is parsed as a date / datetime
+    time_format: Literal["auto", "number", "date", "datetime"] = "auto"
+    categorical: list[str] = Field(default_factory=list)  # vocabularies from the training split; unseen -> OOV
+    numeric: dict[str, Literal["identity", "log1p", "standardize"]] = Field(default_factory=dict)
+    # time as a feature: days (time units for numbers) since the entity's previous event; none: order only
+    time_feature: Literal["delta", "none"] = "delta"
+    max_events: int = Field(256, ge=1)  # longer sequences keep their latest events
+    labels: str | None = None  # per-entity label table (csv / tsv / parquet): id_column + data.label_column
+    # entities with a label but no events (or events but no label, when labels are given): drop them (counted
+    # in the log) or refuse the data
+    unmatched: Literal["drop", "error"] = "drop"
+
+    @model_validator(mode="after")
+    def _fields(self) -> EventsConfig:
+        used = [self.id_column, self.time_column, *self.categorical, *self.numeric]
+        twice = sorted({c for c in used if used.count(c) > 1})
+        if twice:
+            raise ValueError(f"data.events names the column(s) {twice} in more than one role (id_column, "
+                             f"time_column, categorical, numeric); give each column one role")
+        if not self.categorical and not self.numeric:
+            raise ValueError("data.events needs at least one event field: list columns under categorical "
+                             "(e.g. [mcc_code]) or numeric (e.g. {amount: log1p})")
+        return self
+
+
 class DataConfig(_Strict):
     train: str
     val: str | None = None
@@ -105,6 +141,7 @@ class DataConfig(_Strict):
     std: list[float] | None = None
     augment: AugmentConfig | None = None
     mix: MixConfig | None = None
+    events: EventsConfig | None = None  # task sequence_classification: the events table's columns
 
     @field_validator("text_pair_column", "label_column")
     @classmethod
@@ -121,6 +158,20 @@ class DataConfig(_Strict):
                     f"data.{field} to the one holding the {roles[field]}"
                 )
         return v
+
+
+class SequenceEncoderConfig(_Strict):
+    """A ptls encoder built from the config: ``TrxEncoder`` (one embedding per categorical field, the numeric
+    fields and the time feature) then an RNN (GRU / LSTM) or a transformer over the events."""
+
+    encoder: Literal["gru", "lstm", "transformer"] = "gru"
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1)  # each layer is one block of the layer map
+    # embedding size per categorical field; unset fields get min(32, round(1.6 * vocab ** 0.56))
+    embedding_dims: dict[str, int] = Field(default_factory=dict)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    n_heads: int = Field(4, ge=1)  # transformer only
+    bidirectional: bool = False  # rnn only
 
 
 class BackboneConfig(_Strict):
@@ -146,6 +197,8 @@ class BackboneConfig(_Strict):
     pair: Literal["auto", "cross", "siamese"] = "auto"
     fusion: list[Literal["concat", "diff", "absdiff", "product", "cosine", "l2"]] = Field(
         default_factory=lambda: ["concat", "absdiff", "product"], min_length=1)
+    # ptls without backbone.module: built from the data's fields (vocabulary sizes from the training split)
+    sequence: SequenceEncoderConfig | None = None
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:
@@ -285,7 +338,7 @@ class CacheConfig(_Strict):
 class RunConfig(_Strict):
     name: str = "run"
     # auto: image_classification for a resnet backbone, else text_classification
-    task: Literal["auto", "text_classification", "image_classification"] = "auto"
+    task: Literal["auto", "text_classification", "image_classification", "sequence_classification"] = "auto"
     output_dir: str = "runs/run"
     pretrain: str | None = None  # encoder weights loaded before fine-tuning (strict=False, key report)
     # The pretrained head: auto = load it when its shape and class names match; reset = never (same class ids,
@@ -306,7 +359,23 @@ class RunConfig(_Strict):
     def _resolve_task(self) -> RunConfig:
         if self.task == "auto":
             image = self.backbone.type == "resnet"
-            object.__setattr__(self, "task", "image_classification" if image else "text_classification")
+            sequence = self.data.events is not None or self.backbone.type == "ptls"
+            object.__setattr__(self, "task", "image_classification" if image else
+                               "sequence_classification" if sequence else "text_classification")
+        if self.task == "sequence_classification":
+            if self.data.events is None:
+                raise ValueError("task sequence_classification reads an events table: set data.events (id_column, "
+                                 "time_column and the categorical / numeric event fields)")
+            if self.backbone.type == "hf" and "type" not in self.backbone.model_fields_set:
+                object.__setattr__(self.backbone, "type", "ptls")  # the default encoder of event sequences
+            if self.backbone.type not in ("ptls", "torch"):
+                raise ValueError(f"task sequence_classification needs a sequence encoder (backbone.type: ptls, or "
+                                 f"torch with your module), not '{self.backbone.type}'")
+            if self.backbone.type == "ptls" and self.backbone.module is None and self.backbone.sequence is None:
+                object.__setattr__(self.backbone, "sequence", SequenceEncoderConfig())
+        elif self.data.events is not None:
+            raise ValueError(f"data.events describes event sequences, but task is {self.task}: remove data.events "
+                             f"or set task: sequence_classification (or auto)")
         if self.task == "image_classification" and self.backbone.type in ("hf", "ptls"):
             raise ValueError(f"task image_classification needs an image backbone (backbone.type: resnet, or torch "
                              f"with your module), not '{self.backbone.type}'")

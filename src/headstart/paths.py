@@ -18,7 +18,7 @@ __all__ = ["PATH_KEYS", "PathOrigin", "missing_path_problems", "resolve_paths"]
 
 # Dotted config keys that hold paths; the bool says whether the path must exist when the config loads.
 PATH_KEYS: dict[str, bool] = {
-    "data.train": True, "data.val": True, "data.test": True, "data.mix.path": True,
+    "data.train": True, "data.val": True, "data.test": True, "data.mix.path": True, "data.events.labels": True,
     "pretrain": True, "backbone.checkpoint": True, "backbone.name_or_path": False,
     "output_dir": False, "cache.dir": False,
 }
