@@ -71,7 +71,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from headstart.config import load_config, parse_override
     from headstart.data import load_text_splits
-    from headstart.experiments.build import build_model, build_text_loaders
+    from headstart.experiments.build import build_model
+    from headstart.modalities.text import build_text_loaders
 
     set_threads(args.threads)
     torch.manual_seed(0)

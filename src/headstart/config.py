@@ -35,6 +35,7 @@ __all__ = [
     "LoraConfig",
     "LossConfig",
     "OptimConfig",
+    "PretrainObjectiveConfig",
     "RunConfig",
     "StrategyConfig",
     "TrainerConfig",
@@ -202,8 +203,11 @@ class BackboneConfig(_Strict):
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:
-        if self.type in ("torch", "ptls") and not self.module:
-            raise ValueError(f"backbone.type '{self.type}' needs backbone.module ('package.module:ClassName')")
+        if self.type == "torch" and not self.module:
+            raise ValueError("backbone.type 'torch' needs backbone.module ('package.module:ClassName')")
+        if self.module and self.sequence is not None:
+            raise ValueError("backbone.module and backbone.sequence both describe the encoder; keep backbone.module "
+                             "for your own ptls encoder, or backbone.sequence to build one from the data")
         return self
 
 
@@ -335,6 +339,47 @@ class CacheConfig(_Strict):
     dtype: Literal["float32", "float16"] = "float32"  # float16 halves the disk size but is not exact
 
 
+class PretrainObjectiveConfig(_Strict):
+    """What ``headstart pretrain`` trains the encoder on (``headstart fit`` always trains on the labels).
+
+    ``supervised`` (every task): fit on the labels, then export. ``coles`` (event sequences, no labels read):
+    contrastive learning over ``split_count`` views (sub-sequences of ``min_len``..``max_len`` events) per entity
+    and batch; views of one entity are positives, views of the batch's other entities negatives. An entity with
+    fewer than ``min_len`` events has one possible view, its whole history: ``short_histories: keep`` uses it
+    (identical views add no positive loss; the entity still serves as a negative), ``drop`` leaves it out of
+    pretraining (counted in the log). The other keys configure ptls' CoLES loss.
+    """
+
+    name: str = "supervised"  # a registered objective (headstart.pretraining): supervised, coles
+    split_count: int = Field(5, ge=2)  # coles: views per entity in a batch
+    min_len: int = Field(1, ge=1)  # coles: shortest view; 1 lets 2-event histories give different views
+    max_len: int = Field(100, ge=1)  # coles: longest view
+    sampling: Literal["random_slices", "random"] = "random_slices"  # coles: contiguous slices, or random subsets
+    short_histories: Literal["keep", "drop"] = "keep"  # coles: entities with fewer than min_len events
+    loss: Literal["contrastive", "softmax"] = "contrastive"  # coles: ptls ContrastiveLoss or SoftmaxLoss
+    margin: float = Field(0.5, gt=0.0)  # coles contrastive: distance negatives are pushed beyond
+    neg_count: int = Field(5, ge=1)  # coles contrastive: hardest negatives per view
+    temperature: float = Field(0.05, gt=0.0)  # coles softmax
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from headstart.pretraining.objectives import objective_names
+
+        names = objective_names()
+        if value not in names:
+            raise ValueError(f"unknown pretraining objective '{value}'; choose one of {', '.join(names)}."
+                             f"{did_you_mean(value, names)}")
+        return value
+
+    @model_validator(mode="after")
+    def _view_lengths(self) -> PretrainObjectiveConfig:
+        if self.max_len < self.min_len:
+            raise ValueError(f"objective.max_len ({self.max_len}) is below objective.min_len ({self.min_len}); a view "
+                             f"has min_len..max_len events: raise max_len or lower min_len")
+        return self
+
+
 class RunConfig(_Strict):
     name: str = "run"
     # auto: image_classification for a resnet backbone, else text_classification
@@ -354,6 +399,8 @@ class RunConfig(_Strict):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     # Log val_fisher (Fisher ratio of the validation embeddings) each epoch; auto: on for images and margin heads.
     embedding_metrics: bool | Literal["auto"] = "auto"
+    # headstart pretrain: the objective the encoder is trained on (supervised = fit on the labels, then export)
+    objective: PretrainObjectiveConfig = Field(default_factory=PretrainObjectiveConfig)
 
     @model_validator(mode="after")
     def _resolve_task(self) -> RunConfig:

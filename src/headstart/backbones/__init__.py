@@ -16,6 +16,13 @@ from headstart.backbones.base import (
 )
 from headstart.backbones.hf import DEFAULT_TEXT_MODEL, HFBackbone, default_text_model_path, pool_hidden
 from headstart.backbones.ptls import PtlsBackbone, is_ptls_encoder
+from headstart.backbones.ptls_build import (
+    SEQUENCE_ENCODERS,
+    SequenceEncoderBackbone,
+    build_sequence_encoder,
+    default_embedding_dim,
+    rebuild_sequence_encoder,
+)
 from headstart.backbones.resnet import RESNET_PRESETS, ResNetBackbone
 from headstart.backbones.siamese import FUSION_OPS, PairFusion, SiameseBackbone
 from headstart.backbones.torch_module import TorchBackbone, check_module_factory, import_object
@@ -26,24 +33,29 @@ __all__ = [
     "DEFAULT_TEXT_MODEL",
     "FUSION_OPS",
     "RESNET_PRESETS",
+    "SEQUENCE_ENCODERS",
     "Backbone",
     "BlockGroup",
     "HFBackbone",
     "PairFusion",
     "PtlsBackbone",
     "ResNetBackbone",
+    "SequenceEncoderBackbone",
     "SiameseBackbone",
     "TorchBackbone",
     "as_backbone",
     "build_backbone",
+    "build_sequence_encoder",
     "check_layer_map",
     "check_module_factory",
     "count_params",
+    "default_embedding_dim",
     "default_text_model_path",
     "detect_blocks",
     "import_object",
     "named_blocks_from_paths",
     "pool_hidden",
+    "rebuild_sequence_encoder",
 ]
 
 BACKBONES: Registry[Any] = Registry("backbone type")
@@ -63,6 +75,13 @@ def _build_torch(cfg: Any) -> Backbone:
 
 @BACKBONES.register("ptls")
 def _build_ptls(cfg: Any) -> Backbone:
+    if cfg.module is None:
+        from headstart.errors import ConfigError
+
+        raise ConfigError("backbone.type 'ptls' without backbone.module builds its encoder from backbone.sequence and "
+                          "the training data's event fields (vocabulary sizes): run it with task "
+                          "sequence_classification, or call headstart.backbones.build_sequence_encoder(spec, "
+                          "categorical, numeric) in Python.")
     built = TorchBackbone.from_import(cfg.module, cfg.kwargs, out_dim=cfg.out_dim)
     return PtlsBackbone(built.module, blocks=cfg.blocks)
 

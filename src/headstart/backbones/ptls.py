@@ -3,11 +3,14 @@
 They take a ``PaddedBatch`` and, with ``is_reduce_sequence=True``, return ``[B, embedding_size]``.
 Layer map: the transaction encoder (plus the sequence encoder's own loose parameters such as the
 CLS starter) as ``stem``, each transformer layer, the final norm as ``neck``; an RNN encoder has no
-layer list, so it is ``trx_encoder`` then ``seq_encoder``.
+layer list, so it is ``trx_encoder`` then ``seq_encoder``. An encoder built from ``backbone.sequence``
+(no user code) is :mod:`headstart.backbones.ptls_build`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -17,7 +20,7 @@ from headstart.backbones.base import detect_blocks, named_blocks_from_paths
 from headstart.backbones.torch_module import TorchBackbone
 from headstart.errors import ConfigError
 
-__all__ = ["PtlsBackbone", "is_ptls_encoder"]
+__all__ = ["PtlsBackbone", "exact_attention", "is_ptls_encoder"]
 
 
 def is_ptls_encoder(module: nn.Module) -> bool:
@@ -25,6 +28,28 @@ def is_ptls_encoder(module: nn.Module) -> bool:
     return any(
         c.__module__.startswith("ptls.") and c.__name__ == "SeqEncoderContainer" for c in type(module).__mro__
     )
+
+
+@contextlib.contextmanager
+def exact_attention(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` without torch's transformer inference fast path while it holds LoRA adapters.
+
+    In eval mode ``nn.TransformerEncoderLayer`` hands ``linear1``/``linear2`` weights straight to a fused
+    kernel, so adapters wrapped around those layers are skipped: validation and predictions would come
+    from the model without its fine-tuning. The switch is global in torch, so it is restored on exit.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled") or not any(
+        "lora_" in name for name, _ in module.named_parameters()
+    ):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 class PtlsBackbone(TorchBackbone):
@@ -56,4 +81,5 @@ class PtlsBackbone(TorchBackbone):
         return found
 
     def forward(self, inputs: Any) -> torch.Tensor:
-        return self.module(inputs)
+        with exact_attention(self.module):
+            return self.module(inputs)

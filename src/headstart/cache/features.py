@@ -100,10 +100,14 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
 
 
 def _to(inputs: Any, device: torch.device) -> Any:
+    """The encoder's inputs of a collated batch on ``device``: labels dropped, whether the collate puts them
+    in a dict (``labels``) or returns ``(inputs, labels)`` (event sequences)."""
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device)
     if isinstance(inputs, dict):
         return {k: _to(v, device) for k, v in inputs.items() if k != "labels"}
+    if isinstance(inputs, tuple) and len(inputs) == 2 and not isinstance(inputs[0], torch.Tensor):
+        return _to(inputs[0], device)
     return inputs.to(device) if hasattr(inputs, "to") else inputs
 
 

@@ -117,21 +117,34 @@ def fit(
     = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen blocks every epoch "
                                                               "(cache.enabled=false).")] = False,
+    objective: Annotated[str | None, typer.Option(help="pretrain only: objective.name, supervised (fit on the "
+                                                       "labels, the default) or coles (event sequences, no "
+                                                       "labels).")] = None,
 ) -> None:
     """Fine-tune a model as CONFIG describes and write a run directory."""
     if overwrite and resume:
         ctx.fail("--overwrite and --resume cannot be used together: --resume continues the run in output_dir "
                  "from checkpoints/last.ckpt, --overwrite deletes that run and starts again. Pick one.")
+    exporting = ctx.info_name == "pretrain"  # the same command, registered twice
+    if objective is not None and not exporting:
+        ctx.fail(f"--objective {objective} chooses what `headstart pretrain` trains on; fit always trains on the "
+                 f"labels. Run: headstart pretrain CONFIG --objective {objective}.")
     from headstart.config import load_config
 
     overrides = _overrides(pretrain, strategy, lr, epochs, warmup_epochs, seed, output_dir, sets)
     if no_cache:
         overrides.append((["cache", "enabled"], False))
+    if objective is not None:
+        overrides.append((["objective", "name"], objective))
     cfg = load_config(config, overrides)  # a config mistake is reported before Lightning is imported
-    from headstart.experiments.fit import run_fit
-    exporting = ctx.info_name == "pretrain"  # the same command, registered twice
-    result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=exporting,
-                     keep_last=keep_last)
+    if exporting:
+        from headstart.pretraining import run_pretrain
+
+        result = run_pretrain(cfg, overwrite=overwrite, resume=resume, keep_last=keep_last)
+    else:
+        from headstart.experiments.fit import run_fit
+
+        result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=False, keep_last=keep_last)
     typer.echo(f"\nRun written to {result.run_dir}")
     if exporting:
         typer.echo(f"Pretrained checkpoint: {result.summary['pretrained_export']} (use: headstart fit B.yaml "
@@ -140,8 +153,10 @@ def fit(
 
 app.command(
     "pretrain",
-    help="Train a model on dataset A as CONFIG describes (like fit) and export its best weights with their "
-         "architecture record as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset B.",
+    help="Train an encoder on dataset A as CONFIG describes and export its best weights with their architecture "
+         "record (and vocabularies) as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset "
+         "B. The objective (objective.name, --objective) is supervised (like fit, on the labels) or coles "
+         "(contrastive views of event sequences, no labels needed).",
 )(fit)
 
 

@@ -1,7 +1,16 @@
-"""Data loading: tabular files, label maps, stratified splits and tokenized text datasets."""
+"""Data loading: tabular files, label maps, stratified splits, tokenized text and event-sequence datasets."""
 
 from __future__ import annotations
 
+from headstart.data.events import (
+    EventEncoders,
+    EventFields,
+    EventSet,
+    EventSplits,
+    collate_events,
+    load_event_splits,
+    read_events,
+)
 from headstart.data.labels import Label, LabelMap
 from headstart.data.readers import FORMATS, SUFFIXES, detect_format, read_table
 from headstart.data.samplers import (
@@ -23,6 +32,10 @@ __all__ = [
     "FORMATS",
     "SUFFIXES",
     "EpochShuffleSampler",
+    "EventEncoders",
+    "EventFields",
+    "EventSet",
+    "EventSplits",
     "Label",
     "LabelMap",
     "LengthGroupedBatchSampler",
@@ -30,9 +43,12 @@ __all__ = [
     "TextClassificationDataset",
     "TextCollator",
     "TextSplits",
+    "collate_events",
     "detect_format",
+    "load_event_splits",
     "load_text_frame",
     "load_text_splits",
+    "read_events",
     "read_table",
     "restore_order",
     "stratified_split",

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from headstart.backbones import Backbone, build_backbone
+from headstart.backbones import Backbone
 from headstart.config import RunConfig
 from headstart.strategies import LoraSpec, Strategy
 from headstart.train.checkpoint import load_encoder_weights
@@ -19,16 +19,14 @@ from headstart.train.module import FinetuneModule
 __all__ = [
     "EpochSeed",
     "build_cached_loaders",
-    "build_image_loaders",
+    "build_configured_backbone",
     "build_model",
     "build_strategy",
-    "build_text_loaders",
     "build_trainer_kwargs",
     "configure_threads",
+    "loader_settings",
     "make_loader",
     "resolve_device",
-    "resolve_image_settings",
-    "resolve_pair",
     "resolve_precision",
     "seed_everything",
 ]
@@ -65,6 +63,19 @@ def build_strategy(cfg: RunConfig) -> Strategy:
                     unfreeze_every=s.unfreeze_every, lora=lora)
 
 
+def build_configured_backbone(cfg: RunConfig, data_state: dict[str, Any] | None, verbose: bool = True) -> Backbone:
+    """The encoder of ``cfg`` as its modality builds it (``data_state``: what the modality needs from the data,
+    e.g. vocabularies), with ``backbone.checkpoint``'s weights loaded when set."""
+    from headstart.modalities import get_modality
+
+    backbone = get_modality(cfg.task).build_backbone(cfg, data_state)
+    if cfg.backbone.checkpoint:
+        report = load_encoder_weights(backbone, cfg.backbone.checkpoint, strict=False)
+        if verbose:
+            print(report.format())
+    return backbone
+
+
 def build_model(
     cfg: RunConfig,
     n_classes: int,
@@ -75,11 +86,7 @@ def build_model(
 ) -> FinetuneModule:
     """The FinetuneModule a config describes (backbone weights from backbone.checkpoint if set)."""
     if backbone is None:
-        backbone = build_backbone(cfg.backbone)
-        if cfg.backbone.checkpoint:
-            report = load_encoder_weights(backbone, cfg.backbone.checkpoint, strict=False)
-            if verbose:
-                print(report.format())
+        backbone = build_configured_backbone(cfg, None, verbose=verbose)
     o, h, loss = cfg.optim, cfg.head, cfg.loss
     return FinetuneModule(
         backbone, n_classes, head_hidden_dims=h.hidden_dims, dropout=h.dropout, activation=h.activation,
@@ -95,78 +102,11 @@ def build_model(
     )
 
 
-def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -> dict[str, DataLoader]:
-    """Tokenize each split once; dynamic padding per batch; seeded length-grouped training batches."""
-    from headstart.data import TextClassificationDataset, TextCollator
-
-    collate = TextCollator(pad_token_id=tokenizer.pad_token_id or 0)
-    return {
-        split: make_loader(cfg, TextClassificationDataset(frame, tokenizer, cfg.data.max_length,
-                                                          siamese=cfg.backbone.pair == "siamese"),
-                           collate, train=split == "train")
-        for split, frame in frames.items() if frame is not None
-    }
-
-
-def resolve_pair(cfg: RunConfig, pairs: bool, image: bool) -> None:
-    """Settle ``backbone.pair`` from the data (auto: cross-encoder for text pairs, Siamese for image pairs)
-    and reject what cannot work, before any model is built."""
-    from headstart.errors import ConfigError
-
-    b = cfg.backbone
-    if not pairs:
-        if b.pair == "siamese":
-            where = "an .npz with 'xa', 'xb' (and 'y')" if image else "data.text_pair_column (the second text)"
-            raise ConfigError(f"backbone.pair is 'siamese' but data.train holds single inputs, not pairs. Give pairs "
-                              f"({where}) or remove backbone.pair.")
-        return
-    if image and b.pair == "cross":
-        raise ConfigError("backbone.pair is 'cross' but a cross-encoder reads both texts as one token sequence; image "
-                          "pairs need backbone.pair: siamese (one shared ResNet per side + backbone.fusion).")
-    if b.pair == "auto":
-        b.pair = "siamese" if image else "cross"
-
-
-def resolve_image_settings(cfg: RunConfig, train: Any) -> None:
-    """Fill what the images decide into the config (so the saved config.yaml rebuilds the run exactly):
-    the backbone's input channels and the training split's per-channel mean / std."""
-    from headstart.data.images import ImageDataset
-    from headstart.errors import ConfigError
-
-    channels = int(train.x.shape[1])
-    if cfg.backbone.type == "resnet":
-        if cfg.backbone.in_channels is None:
-            cfg.backbone.in_channels = channels
-        elif cfg.backbone.in_channels != channels:
-            raise ConfigError(f"backbone.in_channels is {cfg.backbone.in_channels} but the images of data.train "
-                              f"have {channels} channel(s) (shape {tuple(train.x.shape[1:])}). Remove "
-                              f"backbone.in_channels (it is read from the data) or convert the images.")
-    if cfg.data.normalize and cfg.data.mean is None:
-        mean, std = ImageDataset.channel_stats(train.x)
-        cfg.data.mean, cfg.data.std = [round(v, 6) for v in mean], [round(v, 6) for v in std]
-
-
-def build_image_loaders(cfg: RunConfig, splits: dict[str, Any]) -> dict[str, DataLoader]:
-    """Image datasets per split (augmentation on train only, keyed on seed/epoch/row); default collation."""
-    from headstart.data import EpochShuffleSampler
-    from headstart.data.images import Augment, ImageDataset
-
+def loader_settings(cfg: RunConfig) -> dict[str, Any]:
+    """Worker processes, and pinned host memory when batches go to a GPU (faster, asynchronous copies)."""
     d = cfg.data
-    mean, std = (d.mean, d.std) if d.normalize else (None, None)
-    augment = Augment(**d.augment.model_dump()) if d.augment is not None else None
-    common = dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
-    out: dict[str, DataLoader] = {}
-    for split, arrays in splits.items():
-        if arrays is None:
-            continue
-        train = split == "train"
-        dataset = ImageDataset(arrays, mean, std, augment=augment if train else None, seed=cfg.trainer.seed)
-        if train:
-            sampler = EpochShuffleSampler(len(dataset), cfg.trainer.seed, with_epoch=dataset.augment is not None)
-            out[split] = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, **common)
-        else:
-            out[split] = DataLoader(dataset, batch_size=d.eval_batch_size, **common)
-    return out
+    return dict(num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                pin_memory=resolve_device(cfg.trainer.accelerator).type == "cuda")
 
 
 def make_loader(cfg: RunConfig, dataset: Any, collate: Any, train: bool) -> DataLoader:
@@ -179,7 +119,7 @@ def make_loader(cfg: RunConfig, dataset: Any, collate: Any, train: bool) -> Data
 
     d = cfg.data
     lengths = getattr(dataset, "lengths", None)
-    common = dict(collate_fn=collate, num_workers=d.num_workers, persistent_workers=d.num_workers > 0)
+    common = dict(collate_fn=collate, **loader_settings(cfg))
     if not train:
         sampler = LengthSortedSampler(lengths) if lengths is not None else None
         return DataLoader(dataset, batch_size=d.eval_batch_size, sampler=sampler, **common)

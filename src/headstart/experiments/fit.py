@@ -27,19 +27,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
-from headstart.data import load_text_splits
-from headstart.data.image_splits import load_image_splits
 from headstart.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
 from headstart.experiments.build import (
     EpochSeed,
     build_cached_loaders,
-    build_image_loaders,
+    build_configured_backbone,
     build_model,
-    build_text_loaders,
     build_trainer_kwargs,
     configure_threads,
-    resolve_image_settings,
-    resolve_pair,
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect, train_batches
@@ -47,6 +42,7 @@ from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_d
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
+from headstart.modalities import Modality, get_modality
 from headstart.train.callbacks import (
     AtomicCheckpointIO,
     BestWeights,
@@ -88,35 +84,27 @@ def run_fit(
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
     ``export_pretrained`` (``headstart pretrain``): also write the best weights as ``pretrained.safetensors``
-    with their architecture record, for ``fit --pretrain`` on another dataset. ``splits`` (text or image
-    splits, as the loaders return them) replaces reading ``cfg.data``: headstart stack trains fold models so.
-    ``predict`` adds named row sets (frames / image arrays like the splits') that the best weights predict:
+    with their architecture record, for ``fit --pretrain`` on another dataset. ``splits`` (as the modality's
+    ``load_splits`` returns them) replaces reading ``cfg.data``: headstart stack trains fold models so.
+    ``predict`` adds named row sets (in the splits' form) that the best weights predict:
     like val and test, their class probabilities go to ``predictions/<name>.npz`` (through the feature
     cache where the run uses it). ``keep_last``: keep ``checkpoints/last.ckpt`` (weights + optimizer state) after
     the run finishes; by default it is deleted then, since ``best.safetensors`` holds the weights.
     ``resume_how``: what an interrupted run's message tells the user to do (compare / stack: rerun them).
     """
     t0 = time.perf_counter()
-    image = cfg.task == "image_classification"
-    if not image and cfg.backbone.type != "hf":
-        raise ConfigError(
-            f"backbone.type '{cfg.backbone.type}' cannot be used with task '{cfg.task}' from a config yet: text "
-            f"classification tokenizes its input, so it needs backbone.type 'hf'. Fine-tune torch and ptls "
-            f"encoders through the Python API (headstart.create_finetune_model + pl.Trainer); `headstart inspect` "
-            f"already shows their layer map."
-        )
-    if not image:
-        resolve_pair(cfg, cfg.data.text_pair_column is not None, image=False)
+    modality = get_modality(cfg.task)
+    modality.check(cfg)
     run, lock = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     try:
-        return _run_locked(cfg, run, t0, image, resume=resume, verbose=verbose, callbacks=callbacks,
+        return _run_locked(cfg, run, t0, modality, resume=resume, verbose=verbose, callbacks=callbacks,
                            export_pretrained=export_pretrained, splits=splits, predict=predict, keep_last=keep_last,
                            lock_note=lock.note(), resume_how=resume_how)
     finally:
         lock.release()
 
 
-def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bool, verbose: bool,
+def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, resume: bool, verbose: bool,
                 callbacks: list[pl.Callback] | None, export_pretrained: bool, splits: Any,
                 predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None,
                 resume_how: str) -> FitResult:
@@ -142,15 +130,13 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
 
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model_for_splits(cfg, splits, verbose=verbose)
+    data_state = modality.data_state(splits)
     pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head) if cfg.pretrain else None
     parts = {"train": splits.train, "val": splits.val, "test": splits.test, **(predict or {})}
     if predict and set(predict) & {"train", "val", "test"}:
         raise ConfigError(f"predict names {sorted(set(predict) & {'train', 'val', 'test'})} clash with the run's "
                           f"own splits; use other names.")
-    if image:
-        loaders = build_image_loaders(cfg, parts)
-    else:
-        loaders = build_text_loaders(cfg, parts, model.backbone.load_tokenizer())
+    loaders = modality.loaders(cfg, parts, model.backbone)
     # Lightning's count: the loader's batches, capped by trainer.limit_train_batches, per optimizer step.
     batches = train_batches(len(loaders["train"]), 1, cfg.trainer.limit_train_batches)
     steps_per_epoch = max(1, -(-batches // cfg.optim.accumulate))
@@ -158,8 +144,9 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
 
     # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
     fit_loaders, cache_info = loaders, {"used": False, "reason": "turned off (--no-cache / cache.enabled: false)"}
-    if cfg.cache.enabled and image and getattr(loaders["train"].dataset, "augment", None) is not None:
-        cache_info["reason"] = "data.augment draws new training images every epoch, so no encoder output repeats"
+    blocker = modality.cache_blocker(cfg, loaders) if cfg.cache.enabled else None
+    if blocker is not None:
+        cache_info["reason"] = blocker
     elif cfg.cache.enabled:
         plan, why = plan_cache(model, cfg.trainer.epochs)
         if plan is None:
@@ -168,14 +155,16 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             fit_loaders, cache_info = build_cached_loaders(cfg, model, loaders, plan, trainer_kwargs["precision"])
     if verbose:
         print(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
-        print(f"\nData: train={len(splits.train)} val={len(splits.val)} "
-              f"test={0 if splits.test is None else len(splits.test)} rows, {label_map.n_classes} classes; "
+        sizes = {k: modality.describe_split(v) for k, v in (("train", splits.train), ("val", splits.val),
+                                                            ("test", splits.test)) if v is not None}
+        print(f"\nData: {', '.join(f'{k}={v}' for k, v in sizes.items())}, {label_map.n_classes} classes; "
               f"torch threads={threads}; run dir {run}")
         print(format_cache_info(cache_info))
 
     if not resume:
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
+        modality.save_state(run, data_state)
 
     # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch,
     # and shared on disk by every run with the same ones (a hard link into the weights store).
@@ -248,7 +237,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
             continue
         logits, labels = model.predict_logits(fit_loaders[split])
         proba = torch.softmax(logits, dim=-1).numpy()
-        save_predictions(run / "predictions" / f"{split}.npz", proba, labels, parts[split])
+        save_predictions(run / "predictions" / f"{split}.npz", proba, labels, modality.row_ids(parts[split]))
         if split in ("val", "test"):
             results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
             cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
@@ -295,8 +284,8 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, image: bool, *, resume: bo
     }
     if export_pretrained:
         summary["pretrained_export"] = str(export_pretrained_weights(
-            run, model, {"task": cfg.task, "backbone_config": cfg.backbone.model_dump(),
-                         "normalization": {"mean": d.mean, "std": d.std} if image else None}))
+            run, model, {"task": cfg.task, "backbone_config": cfg.backbone.model_dump(), "normalization": None,
+                         **modality.export_record(cfg), "data_state": data_state}))
     summary["frozen_weights"] = frozen_storage
     summary["last_checkpoint"] = "kept" if keep_last else "dropped after success (--keep-last keeps it)"
     write_json(run / "summary.json", summary)
@@ -321,34 +310,25 @@ def _resume_hint(run: Path, done: int, how: str) -> str:
 
 
 def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) -> Any:
-    """The model fit trains on ``splits``: image settings (pairs, in_channels, mean/std) resolved into ``cfg``
-    from the training split, the head sized by its label map, class weights from its labels."""
-    if cfg.task == "image_classification":
-        resolve_pair(cfg, splits.train.is_pairs, image=True)
-        resolve_image_settings(cfg, splits.train)  # in_channels, mean/std -> the saved config
-        train_labels = splits.train.y
-    else:
-        train_labels = splits.train["label"].to_numpy()
+    """The model fit trains on ``splits``: what the training split decides (pairs, channels, normalisation,
+    vocabularies) settled into ``cfg`` by the modality, the head sized by the label map, class weights from
+    the training labels."""
+    modality = get_modality(cfg.task)
+    modality.settle(cfg, splits)
     label_map = splits.label_map
-    return build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes], train_labels, verbose=verbose)
+    backbone = build_configured_backbone(cfg, modality.data_state(splits), verbose=verbose)
+    return build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes],
+                       modality.labels(splits.train), backbone=backbone, verbose=verbose)
 
 
 def load_splits(cfg: RunConfig, split_seed: int) -> Any:
     """The train / val / (test) rows and label map ``cfg.data`` describes, carved with ``split_seed``."""
-    d = cfg.data
-    if cfg.task == "image_classification":
-        return load_image_splits(d, split_seed)
-    return load_text_splits(
-        train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
-        text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        train_subset=d.train_subset, seed=split_seed, fmt=d.format, column_names=d.column_names,
-    )
+    return get_modality(cfg.task).load_splits(cfg, split_seed)
 
 
-def save_predictions(path: Path, proba: np.ndarray, labels: torch.Tensor | None, rows: Any) -> None:
-    """Class probabilities of one split in row order (``row``: the file's row numbers where known), written
+def save_predictions(path: Path, proba: np.ndarray, labels: torch.Tensor | None, row: np.ndarray) -> None:
+    """Class probabilities of one split in row order (``row``: each row's id in its source), written
     atomically: what ensembles and paired tests of several runs are built from."""
-    row = rows["row"].to_numpy() if hasattr(rows, "columns") and "row" in rows.columns else np.arange(len(proba))
     payload = {"proba": proba.astype(np.float32), "row": row.astype(np.int64)}
     if labels is not None:
         payload["label"] = labels.numpy().astype(np.int64)

@@ -64,12 +64,11 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
     cannot be read (not there yet, say), the head gets 2 classes and the LR column assumes
     ``steps_per_epoch`` or :data:`DEFAULT_STEPS_PER_EPOCH` steps, and the text says so.
     """
-    from headstart.experiments.build import build_model, resolve_pair
+    from headstart.experiments.build import build_model
     from headstart.experiments.fit import build_model_for_splits, load_splits
+    from headstart.modalities import get_modality
 
-    image = cfg.task == "image_classification"
-    if not image:
-        resolve_pair(cfg, cfg.data.text_pair_column is not None, image=False)
+    get_modality(cfg.task).check(cfg, training=False)
     split_seed = cfg.trainer.seed if cfg.data.split_seed is None else cfg.data.split_seed
     splits: Any = None
     try:

@@ -27,6 +27,7 @@ from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, r
 from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
 from headstart.experiments.rundir import RunLock
 from headstart.fileio import atomic_path, atomic_write_text, write_json
+from headstart.modalities import get_modality
 
 __all__ = ["ROW_KEYS", "StackResult", "load_bases", "run_stack"]
 
@@ -77,18 +78,6 @@ def _check_same_rows(bases: list[tuple[str, RunConfig]]) -> None:
                               f"of a stack must see the same rows: make these data keys equal.")
 
 
-def _labels(rows: Any) -> np.ndarray:
-    return rows["label"].to_numpy() if isinstance(rows, pd.DataFrame) else np.asarray(rows.y)
-
-
-def _take(rows: Any, idx: np.ndarray) -> Any:
-    if isinstance(rows, pd.DataFrame):
-        return rows.iloc[idx].reset_index(drop=True)
-    from headstart.data.image_splits import take_rows
-
-    return take_rows(rows, idx)
-
-
 def run_stack(
     inputs: Sequence[str | Path],
     *,
@@ -113,6 +102,7 @@ def run_stack(
         raise ConfigError(f"--folds is {folds}; out-of-fold predictions need at least 2 folds (5 is usual).")
     bases = load_bases(inputs, overrides)
     first = bases[0][1]
+    modality = get_modality(first.task)
     split_seed = split_seed if split_seed is not None else (
         first.data.split_seed if first.data.split_seed is not None else first.trainer.seed)
     _check_same_rows(bases)  # and the split seed is pinned for all of them below
@@ -120,14 +110,14 @@ def run_stack(
     if splits.test is None:
         raise ConfigError("stack judges the meta-learner on a test split, but the base configs have none: set "
                           "data.test (a file) or data.test_fraction.")
-    y_train = _labels(splits.train)
+    y_train = modality.labels(splits.train)
     counts = np.bincount(y_train, minlength=splits.label_map.n_classes)
     if counts.min() < folds:
         cls = splits.label_map.classes[int(counts.argmin())]
         raise DataError(f"Class {cls!r} has {int(counts.min())} training rows, fewer than --folds {folds}: some fold "
                         f"model would never see it. Use fewer folds or more training rows.")
     fold_of = stratified_kfold(y_train, folds, split_seed)
-    row_ids = _row_ids(splits.train)
+    row_ids = modality.row_ids(splits.train)
     out = Path(output_dir)
     lock = RunLock(out, "stack directory").acquire()  # one stack per directory (its fold runs lock their own)
     try:
@@ -145,7 +135,8 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
     """``run_stack`` once the stack directory is locked: the fold runs (reused, resumed or run), then the
     meta-learners and the report."""
     first = bases[0][1]
-    y_train, y_test = _labels(splits.train), _labels(splits.test)
+    modality = get_modality(first.task)
+    y_train, y_test = modality.labels(splits.train), modality.labels(splits.test)
     with atomic_path(out / "folds.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, fold=fold_of, label=y_train, row=row_ids)
     state_path = out / "stack.json"
@@ -168,11 +159,11 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
             key = f"{name}/fold{k}"
             if done.get(key) == digest and (run_dir / "predictions" / "holdout.npz").exists():
                 continue
-            fold_splits = replace(splits, train=_take(splits.train, np.flatnonzero(fold_of != k)))
+            fold_splits = replace(splits, train=modality.take(splits.train, np.flatnonzero(fold_of != k)))
             resume = started.get(key) == digest and (run_dir / "checkpoints" / "last.ckpt").exists()
             started[key] = digest
             jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=not resume, resume=resume,
-                               splits=fold_splits, predict={"holdout": _take(splits.train, np.flatnonzero(fold_of == k))},
+                               splits=fold_splits, predict={"holdout": modality.take(splits.train, np.flatnonzero(fold_of == k))},
                                extra={"digest": digest, "fold": k, "run_dir": run_dir}))
     n_runs = len(bases) * folds
     if verbose:
@@ -229,7 +220,7 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
     write_json(state_path, {**state, "runs": done, "started": started, "meta": meta, "folds": folds, "split_seed": split_seed,
                             "bases": {n: str(p) for (n, _), p in zip(bases, inputs, strict=True)},
                             "results": result["rows"]})
-    pred = pd.DataFrame({"row": _row_ids(splits.test), "label": [splits.label_map.classes[i] for i in y_test]})
+    pred = pd.DataFrame({"row": modality.row_ids(splits.test), "label": [splits.label_map.classes[i] for i in y_test]})
     for key, p in result["probas"].items():
         pred[f"pred_{key}"] = [splits.label_map.classes[i] for i in p.argmax(1)]
     with atomic_path(out / "test_predictions.csv") as tmp:
@@ -241,37 +232,20 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
 def _frozen_embeddings(cfg: RunConfig, splits: Any, seed: int) -> dict[str, np.ndarray]:
     """Pooled features of ``cfg``'s encoder as loaded before fine-tuning, for the train and test rows."""
     from headstart.cache import pooled_features
-    from headstart.experiments.build import (
-        build_image_loaders,
-        build_model,
-        build_text_loaders,
-        resolve_image_settings,
-        resolve_pair,
-        seed_everything,
-    )
+    from headstart.experiments.build import seed_everything
+    from headstart.experiments.fit import build_model_for_splits
     from headstart.train.pretrained import load_pretrained
 
     cfg = cfg.model_copy(deep=True)
-    image = cfg.task == "image_classification"
-    pairs = splits.train.is_pairs if image else cfg.data.text_pair_column is not None
-    resolve_pair(cfg, pairs, image=image)
-    if image:
-        resolve_image_settings(cfg, splits.train)
+    modality = get_modality(cfg.task)
+    modality.check(cfg)
     seed_everything(seed)
-    model = build_model(cfg, splits.label_map.n_classes, verbose=False)
+    model = build_model_for_splits(cfg, splits, verbose=False)
     if cfg.pretrain:
         load_pretrained(model, cfg.pretrain, verbose=False, head="reset")
-    parts = {"train": splits.train, "test": splits.test}
-    loaders = build_image_loaders(cfg, parts) if image else build_text_loaders(cfg, parts,
-                                                                              model.backbone.load_tokenizer())
+    loaders = modality.loaders(cfg, {"train": splits.train, "test": splits.test}, model.backbone)
     return {split: pooled_features(model, loader, cfg.cache, cfg.data.eval_batch_size)
             for split, loader in loaders.items()}
-
-
-def _row_ids(rows: Any) -> np.ndarray:
-    if isinstance(rows, pd.DataFrame) and "row" in rows.columns:
-        return rows["row"].to_numpy().astype(np.int64)
-    return np.arange(len(_labels(rows)), dtype=np.int64)
 
 
 def _read_fold(run: Path, expected_rows: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,14 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def _generic_targets(model: nn.Module) -> list[str]:
+    """Every Linear layer by its full path, except the projections inside ``nn.MultiheadAttention``: torch reads
+    those weights directly, so an adapter on ``out_proj`` would never get a gradient (the feed-forward layers
+    around the attention take the adapters; name attention modules in target_modules to adapt them)."""
+    attention = tuple(f"{n}." for n, m in model.named_modules() if n and isinstance(m, nn.MultiheadAttention))
+    return [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not n.startswith(attention)]
+
+
 def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
     """Inject LoRA into ``model`` in place, freeze every non-adapter weight, return the adapter names."""
     try:
@@ -49,11 +57,14 @@ def apply_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
             )
     else:
         targets = [t for t in DEFAULT_LORA_TARGETS if any(_matches(n, t) for n in names)]
-        if not targets:  # generic modules: every Linear layer, by its full (unambiguous) path
-            targets = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear)]
         if not targets:
+            targets = _generic_targets(model)
+        if not targets:
+            rnn = [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+            why = (f" Its recurrent layers ({format_choices(rnn)}) cannot take LoRA adapters: use strategy partial "
+                   f"(e.g. --strategy partial:1), gradual or full for this encoder." if rnn else "")
             raise LayerMapError(
-                f"No LoRA target found in {type(model).__name__}: it has no Linear layers. Set "
+                f"No LoRA target found in {type(model).__name__}: it has no Linear layers.{why} Or set "
                 f"strategy.lora.target_modules; candidates: {format_choices(candidates) or 'none'}."
             )
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,

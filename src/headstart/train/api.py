@@ -28,6 +28,9 @@ def create_finetune_model(
     ``freeze_encoder=True`` is a linear probe; ``strategy=Strategy(...)`` gives full control. Every
     other keyword is a :class:`FinetuneModule` argument (optimizer_type, scheduler_type, warmup_epochs,
     encoder_lr_ratio, layer_decay, class_weights, label_smoothing, loss, ...).
+
+    Checkpoints store every argument but the encoder: reload one with
+    ``FinetuneModule.load_from_checkpoint(path, seq_encoder=encoder)``, ``encoder`` built as it was here.
     """
     encoder = backbone if backbone is not None else seq_encoder
     return FinetuneModule(

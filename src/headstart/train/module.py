@@ -2,7 +2,9 @@
 
 The training path reads top to bottom:
 
-1. ``__init__`` wraps the encoder in a backbone adapter, builds the head and fixes the layer map.
+1. ``__init__`` wraps the encoder in a backbone adapter, builds the head and fixes the layer map. Every
+   other constructor argument is saved as plain data (hyper-parameters), so
+   ``FinetuneModule.load_from_checkpoint(path, seq_encoder=encoder)`` rebuilds the module from a checkpoint.
 2. ``configure_optimizers`` builds every param group once and the schedule that owns their LRs.
 3. ``on_train_epoch_start`` asks the strategy which blocks train this epoch and applies it
    (requires_grad, train/eval mode, LR mask), logging each phase change.
@@ -13,7 +15,8 @@ The training path reads top to bottom:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,9 @@ import torch
 from torch import nn
 
 from headstart.backbones import Backbone, as_backbone, check_layer_map
+from headstart.errors import ConfigError
 from headstart.heads import MarginHead, MLPHead
-from headstart.losses import build_loss
+from headstart.losses import build_loss, resolve_class_weights
 from headstart.metrics import classification_metrics, fisher_ratio
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
@@ -46,7 +50,16 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
 
 
 class FinetuneModule(pl.LightningModule):
-    """Fine-tune ``backbone`` (alias ``seq_encoder``) with an MLP head on ``n_classes`` classes."""
+    """Fine-tune ``backbone`` (alias ``seq_encoder``) with an MLP head on ``n_classes`` classes.
+
+    Checkpoints keep the encoder's weights but not how to build it: reload one with
+    ``FinetuneModule.load_from_checkpoint(path, seq_encoder=encoder)`` (or ``backbone=encoder``), ``encoder``
+    being a freshly built module of the same architecture; every other argument comes from the checkpoint.
+    """
+
+    # Constructor arguments that are modules (the encoder), or data only needed to resolve another argument
+    # (train_labels -> "balanced" class weights): never saved as hyper-parameters.
+    NOT_HPARAMS = ("backbone", "seq_encoder", "train_labels")
 
     def __init__(
         self,
@@ -63,7 +76,7 @@ class FinetuneModule(pl.LightningModule):
         margin: float | None = None,
         margin_lr: float | None = None,
         embedding_metrics: bool = False,
-        strategy: Strategy | str | None = None,
+        strategy: Strategy | str | dict[str, Any] | None = None,
         freeze_encoder: bool = False,
         freeze_epochs: int = 0,
         unfreeze_every: int | None = None,
@@ -93,7 +106,17 @@ class FinetuneModule(pl.LightningModule):
         super().__init__()
         encoder = backbone if backbone is not None else seq_encoder
         if encoder is None:
-            raise TypeError("FinetuneModule needs a backbone (or seq_encoder=...).")
+            raise TypeError(
+                "FinetuneModule needs the encoder: pass backbone=<module> (alias seq_encoder=<module>). Checkpoints do "
+                "not store how to build it, so FinetuneModule.load_from_checkpoint(path, seq_encoder=<module>) needs "
+                "it too: a freshly built encoder of the same architecture (its weights come from the checkpoint)."
+            )
+        if backbone is not None and seq_encoder is not None and backbone is not seq_encoder:
+            raise TypeError("FinetuneModule got both backbone= and seq_encoder= (aliases of one argument): pass one.")
+        # Every other argument, as plain data (dicts, lists, str, numbers): Lightning stores them in checkpoints,
+        # load_from_checkpoint passes them back, and torch.load(weights_only=True) reads them without unpickling.
+        self.save_hyperparameters(ignore=list(self.NOT_HPARAMS), logger=False)
+        self.hparams.update({key: _plain(value, key) for key, value in self.hparams.items()})
         self.backbone: Backbone = as_backbone(encoder, out_dim=out_dim)
         self.n_classes = int(n_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
@@ -132,6 +155,7 @@ class FinetuneModule(pl.LightningModule):
         self.criterion: nn.Module | None = None
         if not (isinstance(class_weights, str) and train_labels is None):
             self.criterion = build_loss(n_classes=self.n_classes, train_labels=train_labels, **self.loss_args)
+            self._record_class_weights(train_labels)
         self.schedule: LRSchedule | None = None
         self.group_infos: list[GroupInfo] = []
         self._pending_schedule_state: dict[str, Any] | None = None
@@ -153,7 +177,11 @@ class FinetuneModule(pl.LightningModule):
     def _resolve_strategy(strategy, freeze_encoder, freeze_epochs, unfreeze_every, lora) -> Strategy:
         if isinstance(strategy, Strategy):
             return strategy
-        lora_spec = LoraSpec(**lora) if isinstance(lora, dict) else (lora or LoraSpec())
+        if isinstance(strategy, Mapping):  # a saved Strategy (hyper-parameters are plain dicts)
+            fields = dict(strategy)
+            saved_lora = _lora_spec(fields.pop("lora", None))
+            return Strategy(**fields, lora=saved_lora)
+        lora_spec = _lora_spec(lora)
         if isinstance(strategy, str):
             return Strategy(name=strategy, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every, lora=lora_spec)
         if freeze_encoder:
@@ -175,8 +203,8 @@ class FinetuneModule(pl.LightningModule):
         super().train(mode)
         if mode and hasattr(self, "trainable_blocks"):
             for i, (_, block) in enumerate(self._blocks):
-                if i not in self.trainable_blocks:
-                    block.eval()
+                # every block, views (BlockGroup) included: a group's own flag follows its modules'
+                block.train(i in self.trainable_blocks)
         return self
 
     # ----- forward ------------------------------------------------------------------------------
@@ -212,6 +240,13 @@ class FinetuneModule(pl.LightningModule):
             labels = _labels_of(loader) if loader is not None else None
         self.criterion = build_loss(n_classes=self.n_classes, train_labels=labels, **self.loss_args)
         self.criterion.to(self.device)
+        self._record_class_weights(labels)
+
+    def _record_class_weights(self, train_labels: Sequence[int] | np.ndarray | None) -> None:
+        """Save "balanced" class weights as the values they resolved to: a reload has no training labels."""
+        spec = self.loss_args["class_weights"]
+        if isinstance(spec, str) and train_labels is not None:
+            self.hparams["class_weights"] = resolve_class_weights(spec, self.n_classes, train_labels).tolist()
 
     # ----- optimisation -------------------------------------------------------------------------
     def build_schedule(self, total_steps: int, steps_per_epoch: float) -> tuple[list[dict[str, Any]], LRSchedule]:
@@ -367,6 +402,9 @@ class FinetuneModule(pl.LightningModule):
             linked = self.frozen_weights_file or Path(state["frozen_weights"])
             checkpoint["state_dict"] = read_linked(checkpoint["state_dict"], linked,
                                                    where="The Lightning checkpoint being resumed")
+        weight = checkpoint.get("state_dict", {}).get("criterion.weight")
+        if self.criterion is None and weight is not None:  # "balanced" weights resolved during the saved run
+            self.criterion = build_loss(n_classes=self.n_classes, **{**self.loss_args, "class_weights": weight})
         self._pending_schedule_state = state.get("schedule")
         self._pending_train_sums = state.get("train_sums")
         if "trainable_blocks" in state:
@@ -438,6 +476,43 @@ class FinetuneModule(pl.LightningModule):
                 trainable += sum(p.numel() for name, p in block.named_parameters()
                                  if not self.strategy.uses_lora or "lora_" in name)
         return trainable, total
+
+
+def _lora_spec(lora: LoraSpec | Mapping[str, Any] | None) -> LoraSpec:
+    if lora is None or isinstance(lora, LoraSpec):
+        return lora or LoraSpec()
+    fields = dict(lora)
+    if fields.get("target_modules") is not None:  # a list once saved as a hyper-parameter
+        fields["target_modules"] = tuple(fields["target_modules"])
+    return LoraSpec(**fields)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as plain data (dict, list, str, int, float, bool, None) for a checkpoint's hyper-parameters.
+
+    Anything else would be pickled by class: ``torch.load(weights_only=True)`` (how Lightning and headstart read
+    checkpoints) refuses it, and numpy scalars, tensors or dataclasses would not load back as arguments.
+    """
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # numpy scalars and str subclasses become the builtin type
+        if isinstance(value, kind):
+            return kind(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value), where)
+    if hasattr(value, "model_dump"):  # a pydantic config section
+        return _plain(value.model_dump(), where)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars, pandas Index / Series
+        return _plain(value.tolist(), where)
+    if isinstance(value, Sequence):  # list, tuple, range...
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(
+        f"FinetuneModule argument {where}={value!r} is a {type(value).__name__}, which a checkpoint cannot store "
+        f"as plain data, so load_from_checkpoint could not rebuild the module. Pass a str, number, list or dict "
+        f"(or a dataclass / pydantic config of those)."
+    )
 
 
 def _to_device(inputs: Any, device: torch.device) -> Any:

@@ -34,7 +34,8 @@ from headstart.train.checkpoint import (
     save_weights,
 )
 
-__all__ = ["PRETRAINED_META", "PRETRAINED_WEIGHTS", "PretrainReport", "export_pretrained", "load_pretrained"]
+__all__ = ["PRETRAINED_META", "PRETRAINED_WEIGHTS", "PretrainReport", "export_pretrained", "load_pretrained",
+           "read_pretrained_record"]
 
 PRETRAINED_WEIGHTS = "pretrained.safetensors"
 PRETRAINED_META = "pretrained.json"
@@ -71,6 +72,13 @@ def _resolve(path: Path) -> tuple[Path, dict[str, Any] | None]:
     if path.name == PRETRAINED_WEIGHTS:
         return path, _read_meta(path.with_name(PRETRAINED_META))
     return path, None
+
+
+def read_pretrained_record(path: str | Path) -> dict[str, Any] | None:
+    """The record (``pretrained.json``) of an export, given its run directory or weights file; None for other
+    checkpoints. Modalities read their ``data_state`` from it (the vocabularies the encoder was trained with)."""
+    path = Path(path)
+    return _resolve(path)[1] if path.exists() else None
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:

@@ -160,7 +160,9 @@ def fake_fit(monkeypatch: pytest.MonkeyPatch, tmp_path):
             raise state.raises
         return SimpleNamespace(run_dir=tmp_path / "run", summary={"pretrained_export": tmp_path / "p.safetensors"})
 
-    monkeypatch.setattr(headstart.config, "load_config", lambda path, overrides: SimpleNamespace())
+    # pretrain reads cfg.objective (the default: supervised, i.e. run_fit with the export)
+    stub = SimpleNamespace(objective=headstart.config.PretrainObjectiveConfig())
+    monkeypatch.setattr(headstart.config, "load_config", lambda path, overrides: stub)
     # the fit command imports run_fit when it runs; a stand-in module spares this test torch and Lightning
     monkeypatch.setitem(sys.modules, "headstart.experiments.fit", SimpleNamespace(run_fit=run_fit))
     return state
@@ -171,7 +173,7 @@ def fake_fit(monkeypatch: pytest.MonkeyPatch, tmp_path):
     (["fit", "c.yaml", "--keep-last", "--resume"],
      {"overwrite": False, "resume": True, "export_pretrained": False, "keep_last": True}),
     (["pretrain", "c.yaml", "--keep-last", "--overwrite"],
-     {"overwrite": True, "resume": False, "export_pretrained": True, "keep_last": True}),
+     {"overwrite": True, "resume": False, "export_pretrained": True, "keep_last": True, "verbose": True}),
 ])
 def test_fit_options_reach_run_fit(fake_fit, capsys, argv, expected) -> None:
     assert main(argv) == 0
