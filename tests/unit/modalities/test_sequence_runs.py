@@ -158,3 +158,36 @@ def test_entity_ids_survive_subsets(finished) -> None:
     assert modality.row_ids(part).tolist() == ids[[5, 1, 3]].tolist()
     assert modality.labels(part).tolist() == modality.labels(splits.train)[[5, 1, 3]].tolist()
     assert len(load_run(finished[0], verbose=False).model.backbone.blocks()) == 3
+
+
+AGE_PRED = ROOT.parent / "shared" / "data" / "age_pred_ptls_fixture"
+
+
+@pytest.mark.skipif(not AGE_PRED.exists(), reason="../shared/data/age_pred_ptls_fixture is not here")
+def test_age_pred_fixture_end_to_end(tmp_path: Path) -> None:
+    """ptls' own 100-client sample: transactions + a per-client label table, 4 classes, carved splits."""
+    raw = {
+        "output_dir": str(tmp_path / "run"),
+        "data": {"train": str(AGE_PRED / "age-transactions.csv"), "label_column": "bins", "val_fraction": 0.2,
+                 "test_fraction": 0.2, "batch_size": 16,
+                 "events": {"id_column": "client_id", "time_column": "trans_date", "categorical": ["small_group"],
+                            "numeric": {"amount_rur": "identity"}, "labels": str(AGE_PRED / "age-bin.csv")}},
+        "backbone": {"sequence": {"encoder": "transformer", "hidden_size": 16, "num_layers": 1, "n_heads": 2}},
+        "trainer": {"epochs": 1, "seed": 0, "progress_bar": False, "threads": 1},
+    }
+    summary = _fit(raw).summary
+    assert summary["n_train"] + summary["n_val"] + summary["n_test"] == 100
+    assert summary["val"]["acc"] >= 0.0 and "auc" not in summary["val"]  # 4 classes: no binary AUC
+
+
+def test_compare_on_sequences(tmp_path: Path) -> None:
+    from headstart.experiments.compare import run_compare
+
+    raw = _raw(tmp_path, epochs=1)
+    config = tmp_path / "seq.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = run_compare(config, "linear_probe,partial:1,full", "0,1", output_dir=tmp_path / "cmp", workers=0,
+                         verbose=False)
+    assert [r["status"] for r in result.rows] == ["done"] * 6
+    assert {r["strategy"] for r in result.rows} == {"linear_probe", "partial:1", "full"}
+    assert (tmp_path / "cmp" / "summary.md").exists()

@@ -226,3 +226,16 @@ def test_coles_loss_is_lower_when_views_of_an_entity_agree(loss: str) -> None:
     assert torch.isfinite(scattered) and agreeing < scattered
     if loss == "contrastive":
         assert criterion.selector.pairs == 2 * 3 + 6 * 3  # positive pairs + 3 hardest negatives per view
+
+
+def test_fit_pretrain_refuses_other_event_fields(coles_run: Path, tmp_path: Path) -> None:
+    """The pretrained embedding tables belong to the pretraining fields: another scaling is refused by name."""
+    raw = {
+        "output_dir": str(tmp_path / "run_c"), "pretrain": str(coles_run),
+        "data": {"train": str(_events(tmp_path / "c" / "train.csv", 40, 5, start=300, labels=True)),
+                 "events": {**EVENTS, "numeric": {k: "standardize" for k in EVENTS["numeric"]}}},
+        "backbone": {"sequence": {"encoder": "gru", "hidden_size": 16}},
+    }
+    cfg = load_config(None, raw=raw)
+    with pytest.raises(ConfigError, match=r"The pretrained encoder .* was trained on the event fields .*standardize"):
+        load_splits(cfg, 0)
