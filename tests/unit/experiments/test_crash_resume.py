@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,7 +126,10 @@ def test_sigint_in_epoch_2_saves_says_how_to_resume_and_resumes_exactly(tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err + out
-    assert "SIGINT during epoch 2/3" in err and "--resume" in err and "Epoch 1 is saved" in err
+    # the safe point is the next batch boundary of epoch 2, or its start when the signal lands right after
+    # epoch 1's checkpoint (a loaded machine)
+    assert re.search(r"SIGINT during (the start of )?epoch 2/3", err), err[-3000:]
+    assert "--resume" in err and "Epoch 1 is saved" in err
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
     assert not (run / ".headstart.lock").read_text()  # the lock was released
 
