@@ -157,7 +157,10 @@ def evaluate_scores(method: str, seed: int | None, val_y: np.ndarray, val_score:
     )
 
 
-def run_rfm_lightgbm(data: dict[str, Split], seeds: list[int]) -> list[Run]:
+def run_rfm_lightgbm(data: dict[str, Split], seeds: list[int],
+                     scores: dict[str, np.ndarray] | None = None) -> list[Run]:
+    """LightGBM on the RFM aggregates, one run per seed; ``scores`` (optional) receives each run's test scores
+    (key ``rfm_lightgbm/<seed>``, ``data["test"].labels`` order) for callers that break metrics down."""
     import lightgbm as lgb
 
     runs = []
@@ -178,6 +181,8 @@ def run_rfm_lightgbm(data: dict[str, Split], seeds: list[int]) -> list[Run]:
         wall, cpu = _since(t0)
         gain = booster.feature_importance("gain", iteration=booster.best_iteration).round(1).tolist()
         imp = dict(zip(x["train"].columns, gain, strict=True))
+        if scores is not None:
+            scores[f"rfm_lightgbm/{seed}"] = test_p
         runs.append(evaluate_scores("rfm_lightgbm", seed, data["val"].y, val_p, data["test"].y, test_p, True, wall,
                                     cpu, best_iteration=int(booster.best_iteration), gain_importance=imp))
     return runs
@@ -192,8 +197,9 @@ def lifetimes_summary(split: Split) -> pd.DataFrame:
     return s.loc[split.labels["customer_id"]].reset_index(drop=True)
 
 
-def run_bgnbd(data: dict[str, Split]) -> list[Run]:
-    """BG/NBD fitted once on the train customers (maximum likelihood: no seed); two scores from one fit."""
+def run_bgnbd(data: dict[str, Split], scores: dict[str, np.ndarray] | None = None) -> list[Run]:
+    """BG/NBD fitted once on the train customers (maximum likelihood: no seed); two scores from one fit.
+    ``scores`` (optional) receives the test scores, keyed ``<method>/None``, as in :func:`run_rfm_lightgbm`."""
     from lifetimes import BetaGeoFitter
 
     t0 = _now()
@@ -222,6 +228,8 @@ def run_bgnbd(data: dict[str, Split]) -> list[Run]:
         val_s = np.asarray(score_fn(*weeks["val"]), dtype=float)
         test_s = np.asarray(score_fn(*weeks["test"]), dtype=float)
         wall, cpu = _since(t1)
+        if scores is not None:
+            scores[f"{method}/None"] = test_s
         runs.append(evaluate_scores(method, None, data["val"].y, val_s, data["test"].y, test_s, False,
                                     fit_s + wall, fit_cpu + cpu,
                                     params=params, fit_s=round(fit_s, 3), window_weeks=WINDOW_WEEKS,

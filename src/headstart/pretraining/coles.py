@@ -159,12 +159,18 @@ class _HardNegatives(HardNegativePairSelector):
         self.pairs = 0
 
     def get_pairs(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        wanted = self.neg_count
-        self.neg_count = max(1, min(wanted, labels.numel() - self.split_count))  # every entity has split_count views
-        try:
-            positive, negative = super().get_pairs(embeddings, labels)
-        finally:
-            self.neg_count = wanted
+        """ptls' pairs (every positive pair, the ``neg_count`` nearest negatives of each view), with the distances
+        from ``torch.cdist``: ptls expands an n x n x d tensor per step (400 MB and 0.65 s at 1,280 views)."""
+        neg_count = max(1, min(self.neg_count, labels.numel() - self.split_count))  # split_count views per entity
+        n = labels.size(0)
+        different = labels.expand(n, n) != labels.expand(n, n).t()
+        positive = torch.triu((~different).int(), diagonal=1).nonzero(as_tuple=False)
+        distances = torch.cdist(embeddings.detach(), embeddings.detach())
+        upper_bound = int((2 * n) ** 0.5) + 1  # as ptls: larger than any distance of L2-normalised vectors
+        closeness = (upper_bound - distances) * different.to(distances.dtype)  # only negatives score above 0
+        _, indices = closeness.topk(k=neg_count, dim=0, largest=True)
+        negative = torch.stack([torch.arange(n, dtype=indices.dtype, device=indices.device).repeat(neg_count),
+                                torch.cat(indices.unbind(dim=0))]).t()
         self.pairs = len(positive) + len(negative)
         return positive, negative
 

@@ -239,3 +239,16 @@ def test_fit_pretrain_refuses_other_event_fields(coles_run: Path, tmp_path: Path
     cfg = load_config(None, raw=raw)
     with pytest.raises(ConfigError, match=r"The pretrained encoder .* was trained on the event fields .*standardize"):
         load_splits(cfg, 0)
+
+
+def test_hard_negatives_are_ptls_pairs_without_its_n_by_n_by_d_tensor() -> None:
+    from ptls.frames.coles.sampling_strategies import HardNegativePairSelector
+
+    from headstart.pretraining.coles import _HardNegatives
+
+    torch.manual_seed(0)
+    embeddings = torch.nn.functional.normalize(torch.randn(40, 8), dim=1)
+    labels = torch.arange(8).repeat_interleave(5)
+    ours = _HardNegatives(neg_count=3, split_count=5).get_pairs(embeddings, labels)
+    theirs = HardNegativePairSelector(neg_count=3).get_pairs(embeddings, labels)
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
