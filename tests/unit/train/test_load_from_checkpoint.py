@@ -155,3 +155,39 @@ def test_resume_into_a_module_still_waiting_for_balanced_weights(tmp_path: Path)
     assert trainer.global_step == 4
     saved = torch.load(path, weights_only=True)["state_dict"]["criterion.weight"]
     assert fresh.criterion is not None and torch.equal(fresh.criterion.weight, saved)
+
+
+def test_a_ptls_sequence_encoder_round_trips(tmp_path: Path) -> None:
+    """The CoLES user's call: create_finetune_model(seq_encoder=<a ptls RnnSeqEncoder>) trained by a plain
+    pl.Trainer on PaddedBatches, reloaded with a freshly built encoder: identical logits."""
+    from ptls.data_load.padded_batch import PaddedBatch
+    from ptls.nn import RnnSeqEncoder, TrxEncoder
+    from torch.utils.data import DataLoader
+
+    def encoder() -> torch.nn.Module:
+        trx = TrxEncoder(embeddings={"mcc": {"in": 10, "out": 4}}, numeric_values={"amount": "identity"})
+        return RnnSeqEncoder(trx_encoder=trx, hidden_size=8, type="gru")
+
+    def batches(seed: int) -> list[tuple[PaddedBatch, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in range(2):
+            lengths = torch.randint(1, 7, (8,), generator=g)
+            payload = {"mcc": torch.randint(1, 10, (8, 6), generator=g), "amount": torch.rand(8, 6, generator=g)}
+            out.append((PaddedBatch(payload, lengths), torch.randint(0, 2, (8,), generator=g)))
+        return out
+
+    torch.manual_seed(0)
+    model = create_finetune_model(seq_encoder=encoder(), n_classes=2, lr=1e-2, freeze_epochs=1)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                         callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="seq")])
+    loader = DataLoader(batches(0), batch_size=None)
+    trainer.fit(model, loader, loader)
+    torch.manual_seed(1)
+    loaded = FinetuneModule.load_from_checkpoint(tmp_path / "seq.ckpt", seq_encoder=encoder())
+    probe = batches(7)[0][0]
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(probe), model(probe))
