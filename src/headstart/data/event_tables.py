@@ -27,12 +27,20 @@ from headstart.data.labels import LabelMap
 from headstart.data.readers import SUFFIXES, detect_format, read_table
 from headstart.errors import DataError, did_you_mean, format_choices
 
-__all__ = ["NA_CATEGORY", "EventTable", "attach_label_table", "read_event_table", "read_label_table"]
+__all__ = ["NA_CATEGORY", "EventTable", "attach_label_table", "read_event_table", "read_label_table", "take_entities"]
 
 log = logging.getLogger("headstart")
 
 NA_CATEGORY = "<NA>"  # the category of an empty categorical cell
 _SHOW = 5  # rows / entities quoted in a message
+
+
+def take_entities(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For entities ``idx`` of a flat layout (entity ``i`` owns events ``offsets[i]:offsets[i + 1]``): the new
+    offsets and the positions of their events, in order."""
+    lens = np.diff(offsets)[idx]
+    within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), np.repeat(offsets[:-1][idx], lens) + within
 
 
 @dataclass
@@ -67,12 +75,9 @@ class EventTable:
     def take(self, idx: np.ndarray | Sequence[int]) -> EventTable:
         """The entities ``idx`` (in that order) with their events."""
         idx = np.asarray(idx, dtype=np.int64)
-        lens = self.lengths[idx]
-        starts = self.offsets[:-1][idx]
-        within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-        events = np.repeat(starts, lens) + within
+        offsets, events = take_entities(self.offsets, idx)
         return replace(
-            self, ids=self.ids[idx], offsets=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            self, ids=self.ids[idx], offsets=offsets,
             time=self.time[events], delta=self.delta[events], rows=self.rows[events],
             columns={k: v[events] for k, v in self.columns.items()},
             labels=None if self.labels is None else self.labels[idx],

@@ -20,7 +20,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from headstart.data.event_tables import EventTable, attach_label_table, read_event_table, read_label_table
+from headstart.data.event_tables import (
+    EventTable,
+    attach_label_table,
+    read_event_table,
+    read_label_table,
+    take_entities,
+)
 from headstart.data.labels import LabelMap
 from headstart.data.splits import stratified_split, stratified_subset
 from headstart.errors import ConfigError, DataError, format_choices
@@ -221,12 +227,9 @@ class EventSet(Dataset):
     def subset(self, idx: np.ndarray | Sequence[int]) -> EventSet:
         """The entities at positions ``idx`` (in that order), e.g. a stack fold."""
         idx = np.asarray(idx, dtype=np.int64)
-        lens = self.lengths[idx]
-        starts = self.offsets[:-1][idx]
-        within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-        events = np.repeat(starts, lens) + within
-        return EventSet([self.ids[i] for i in idx], np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                        {k: v[events] for k, v in self.columns.items()}, self.fields,
+        offsets, events = take_entities(self.offsets, idx)
+        return EventSet([self.ids[i] for i in idx], offsets, {k: v[events] for k, v in self.columns.items()},
+                        self.fields,
                         None if self.labels is None else self.labels[idx], self.preprocessing, self.rows[idx])
 
     def fingerprint(self) -> str:

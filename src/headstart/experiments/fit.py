@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
-from headstart.errors import CheckpointError, ConfigError, RunDirError, RunInterrupted
+from headstart.errors import CheckpointError, ConfigError, RunDirError
 from headstart.experiments.build import (
     EpochSeed,
     build_cached_loaders,
@@ -38,7 +38,7 @@ from headstart.experiments.build import (
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect, train_batches
-from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, trim_heap
+from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, resume_hint, trim_heap
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics import classification_metrics, confusion_matrix
 from headstart.metrics.plots import plot_confusion, plot_curves
@@ -189,7 +189,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     metrics_csv = MetricsCSV(run / "metrics.csv")
     step_lr = StepLR(run / "lr_steps.csv")
     last_path = run / "checkpoints" / "last.ckpt"
-    stopper = GracefulStop(lambda trainer: _resume_hint(run, epochs_done(run), resume_how))
+    stopper = GracefulStop(lambda trainer: resume_hint(run, epochs_done(run), resume_how))
     all_callbacks: list[pl.Callback] = [
         EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(fit_loaders["train"]), metrics_csv, best,
         LastCheckpoint(last_path), stopper, step_lr,
@@ -206,18 +206,8 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         **trainer_kwargs, callbacks=all_callbacks, default_root_dir=str(run),
         logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
     )
-    ckpt = str(last_path) if resume else None
-    stopper.install()
-    try:
-        trainer.fit(model, fit_loaders["train"], fit_loaders["val"], ckpt_path=ckpt)
-    except BaseException as exc:
-        if stopper.signum is None or isinstance(exc, RunInterrupted):
-            raise
-        # Lightning's own SIGTERM handling raised first: the same safe point, the same message.
-        raise RunInterrupted(f"{'SIGTERM' if stopper.exit_code == 143 else 'SIGINT'} during training. "
-                             f"{_resume_hint(run, epochs_done(run), resume_how)}", exit_code=stopper.exit_code) from None
-    finally:
-        stopper.uninstall()
+    stopper.fit(trainer, model, fit_loaders["train"], fit_loaders["val"], str(last_path) if resume else None,
+                "training")
     train_time = time.perf_counter() - t0
     rss_train = peak_rss_mb()
     release_training_state(trainer, model)
@@ -298,15 +288,6 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
               + (", checkpoints/last.ckpt (--keep-last)" if keep_last else "; last.ckpt dropped (--keep-last "
                  "keeps the training state)"))
     return FitResult(run, summary)
-
-
-def _resume_hint(run: Path, done: int, how: str) -> str:
-    if done == 0:
-        return (f"No epoch had finished, so nothing was saved; run the same command again with --overwrite to "
-                f"start over (run directory {run}).")
-    epochs = "Epoch 1 is" if done == 1 else f"Epochs 1-{done} are"
-    return (f"{epochs} saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
-            f"and will be repeated). Resume: {how}.")
 
 
 def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) -> Any:

@@ -23,7 +23,8 @@ from typing import Any
 
 from headstart.errors import RunDirError
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "peak_rss_mb", "prepare_run_dir", "require_run_dir", "trim_heap"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "peak_rss_mb", "prepare_run_dir", "require_run_dir",
+           "resume_hint", "trim_heap"]
 
 RUN_FILES = ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints", "plots", "tb")
 LOCK_FILE = ".headstart.lock"
@@ -259,3 +260,13 @@ def trim_heap() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):  # musl or another libc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def resume_hint(run: Path, done: int, how: str = "run the same command with --resume") -> str:
+    """What an interrupted run tells the user: which epochs are saved and how to resume (``how``)."""
+    if done == 0:
+        return (f"No epoch had finished, so nothing was saved; run the same command again with --overwrite to "
+                f"start over (run directory {run}).")
+    epochs = "Epoch 1 is" if done == 1 else f"Epochs 1-{done} are"
+    return (f"{epochs} saved in {run / 'checkpoints' / 'last.ckpt'} (the unfinished epoch is dropped "
+            f"and will be repeated). Resume: {how}.")

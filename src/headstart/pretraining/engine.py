@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.backbones import Backbone
 from headstart.config import RunConfig, config_to_yaml
-from headstart.errors import CheckpointError, RunDirError, RunInterrupted
+from headstart.errors import CheckpointError, RunDirError
 from headstart.fileio import atomic_write_text, write_json
 from headstart.pretraining.module import ObjectiveModule, to_device
 from headstart.pretraining.objectives import PretrainResult
@@ -102,7 +102,7 @@ def _train(cfg: RunConfig, run: Path, prepared: Prepared, *, resume: bool,
            verbose: bool) -> tuple[pl.Trainer, dict[str, Any]]:
     """Lightning with fit's callbacks; returns the trainer and the callbacks whose records the summary reads."""
     from headstart.experiments.build import EpochSeed, build_trainer_kwargs
-    from headstart.experiments.rundir import epochs_done
+    from headstart.experiments.rundir import epochs_done, resume_hint
     from headstart.train.callbacks import (
         AtomicCheckpointIO,
         BestWeights,
@@ -120,13 +120,7 @@ def _train(cfg: RunConfig, run: Path, prepared: Prepared, *, resume: bool,
     best = BestWeights(run / "checkpoints", t.monitor, t.monitor_mode, t.save_top_k, sidecar)
     last_path = run / "checkpoints" / "last.ckpt"
 
-    def hint(_: Any) -> str:
-        n = epochs_done(run)
-        if n == 0:
-            return f"No epoch had finished; run the same command with --overwrite to start over (run directory {run})."
-        return f"Epochs 1-{n} are saved in {last_path}. Resume: run the same command with --resume."
-
-    stopper = GracefulStop(hint)
+    stopper = GracefulStop(lambda trainer: resume_hint(run, epochs_done(run)))
     records = {"best": best, "metrics": MetricsCSV(run / "metrics.csv"), "steps": StepLR(run / "lr_steps.csv")}
     callbacks: list[pl.Callback] = [
         EpochSeed(t.seed), ResumeSamplerEpoch(loaders["train"]), records["metrics"], best,
@@ -139,16 +133,8 @@ def _train(cfg: RunConfig, run: Path, prepared: Prepared, *, resume: bool,
         callbacks.append(EarlyStopping(monitor=es.monitor, patience=es.patience, mode=es.mode, min_delta=es.min_delta))
     trainer = pl.Trainer(**build_trainer_kwargs(cfg), callbacks=callbacks, default_root_dir=str(run),
                          logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()])
-    stopper.install()
-    try:
-        trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=str(last_path) if resume else None)
-    except BaseException as exc:
-        if stopper.signum is None or isinstance(exc, RunInterrupted):
-            raise
-        raise RunInterrupted(f"{'SIGTERM' if stopper.exit_code == 143 else 'SIGINT'} during pretraining. "
-                             f"{hint(trainer)}", exit_code=stopper.exit_code) from None
-    finally:
-        stopper.uninstall()
+    stopper.fit(trainer, module, loaders["train"], loaders["val"], str(last_path) if resume else None,
+                "pretraining")
     return trainer, records
 
 

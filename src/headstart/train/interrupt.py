@@ -37,27 +37,43 @@ def stop_requested() -> int | None:
     return _REQUESTED[0] if _REQUESTED else None
 
 
-class StopRequest:
+class _Handlers:
+    """SIGINT / SIGTERM routed to ``_handle`` while installed; the previous handlers come back on uninstall.
+    Handlers can only be set from the main thread: elsewhere the caller's stay."""
+
+    _previous: dict[int, Any]
+
+    def _set_handlers(self) -> None:
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in _EXIT_CODES:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in getattr(self, "_previous", {}).items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+
+class StopRequest(_Handlers):
     """Signal handlers for a process that runs many fits (compare, stack, their workers): the first SIGINT /
     SIGTERM is remembered, so the fit in progress stops at its next batch boundary (``GracefulStop`` picks
     it up) and no further fit starts. ``on_signal`` runs too (the parent forwards the stop to its workers)."""
 
     def __init__(self, on_signal: Any = None) -> None:
         self._on_signal = on_signal
-        self._previous: dict[int, Any] = {}
 
     def install(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for signum in _EXIT_CODES:
-                self._previous[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._handle)
+        self._set_handlers()
         return self
 
     def uninstall(self) -> None:
         """Restore the previous handlers and forget the request (the next command starts afresh)."""
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
+        self._restore_handlers()
         _REQUESTED.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -81,30 +97,39 @@ class StopRequest:
         return exit_code_for(stop_requested())
 
 
-class GracefulStop(pl.Callback):
+class GracefulStop(_Handlers, pl.Callback):
     """Catch SIGINT / SIGTERM while installed; raise ``RunInterrupted`` at the next batch boundary."""
 
     def __init__(self, describe: Any = None) -> None:
         self.signum: int | None = None
         self._describe = describe  # callable(trainer) -> what is saved and how to resume
-        self._previous: dict[int, Any] = {}
         self.position = ""
 
     # ----- signal handlers -------------------------------------------------------------------
     def install(self) -> GracefulStop:
         if self.signum is None:
             self.signum = stop_requested()  # asked to stop before training began: stop at the first check
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signal handlers can only be set from the main thread; the caller's stay
-        for signum in _EXIT_CODES:
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._handle)
+        self._set_handlers()
         return self
 
     def uninstall(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
+        self._restore_handlers()
+
+    def fit(self, trainer: pl.Trainer, module: pl.LightningModule, train: Any, val: Any, ckpt_path: str | None,
+            what: str) -> None:
+        """``trainer.fit`` with the handlers installed. Lightning's own SIGTERM handling can raise first: that
+        is the same safe point and becomes the same ``RunInterrupted`` (``what``: "training", "pretraining")."""
+        self.install()
+        try:
+            trainer.fit(module, train, val, ckpt_path=ckpt_path)
+        except BaseException as exc:
+            if self.signum is None or isinstance(exc, RunInterrupted):
+                raise
+            detail = self._describe(trainer) if self._describe else ""
+            raise RunInterrupted(f"{signal.Signals(self.signum).name} during {what}. {detail}".strip(),
+                                 exit_code=self.exit_code) from None
+        finally:
+            self.uninstall()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         # Only a second SIGINT aborts: a SIGTERM forwarded by a compare parent plus the terminal's SIGINT to

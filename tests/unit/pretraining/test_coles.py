@@ -148,7 +148,7 @@ def test_an_interrupted_coles_run_resumes_to_the_uninterrupted_one(coles_run: Pa
 
     with monkeypatch.context() as patch:
         patch.setattr(ColesModule, "on_train_batch_end", ctrl_c_in_epoch_2, raising=False)
-        with pytest.raises(RunInterrupted, match=r"Epochs 1-1 are saved .* --resume"):
+        with pytest.raises(RunInterrupted, match=r"Epoch 1 is saved .* --resume"):
             run_pretrain(load_config(coles_run.parent / "coles.yaml", overrides), verbose=False)
     resumed = run_pretrain(load_config(coles_run.parent / "coles.yaml", overrides), resume=True, verbose=False)
     reference = json.loads((coles_run / "summary.json").read_text())
