@@ -18,15 +18,33 @@ from headstart.metrics.classification import (
     roc_auc_binary,
 )
 from headstart.metrics.embedding import fisher_ratio
+from headstart.metrics.ood import (
+    MahalanobisScorer,
+    energy_score,
+    fpr_at_tpr,
+    max_logit_score,
+    msp_score,
+    ood_metrics,
+    ood_report,
+    ood_scores,
+)
 
 __all__ = [
+    "MahalanobisScorer",
     "accuracy",
     "classification_metrics",
     "confusion_matrix",
+    "energy_score",
     "f1_macro",
     "fisher_ratio",
+    "fpr_at_tpr",
     "log_loss",
+    "max_logit_score",
     "mcc",
+    "msp_score",
+    "ood_metrics",
+    "ood_report",
+    "ood_scores",
     "precision_macro",
     "recall_macro",
     "roc_auc_binary",
