@@ -17,6 +17,7 @@ a model pays the CLI's torch and Lightning import, about 9 s of CPU)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -1087,6 +1088,29 @@ def _not_driven(env: Env, case: Case, why: str, args: list[Any], cwd: Path, proc
     return rec
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen) -> Iterator[None]:
+    """Whatever happens while driving ``proc``, it does not outlive the case."""
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _signal_once_saved(proc: subprocess.Popen, t0: float, run: Path, signum: int) -> tuple[Proc, int, str | None]:
+    """Wait until ``run`` has saved epoch 1, then send ``signum`` (so it lands in epoch 2): the process's result,
+    the epoch it was in when signalled, and why it was not signalled (None when it was)."""
+    why = _wait_for(lambda: _epoch_saved(run) >= 1, proc, CASE_TIMEOUT_S)
+    if why:
+        return Env.finish(proc, t0, 5), 0, why
+    time.sleep(0.3)
+    epoch = _epoch_saved(run) + 1
+    proc.send_signal(signum)
+    return Env.finish(proc, t0), epoch, None
+
+
 def _signalled(env: Env, case: Case, signum: int, hold_lock: bool) -> list[dict[str, Any]]:
     """A long fit, signalled once epoch 1 is saved (so during epoch 2); with ``hold_lock`` a second fit on the
     same directory runs while the first holds its lock."""
@@ -1095,7 +1119,7 @@ def _signalled(env: Env, case: Case, signum: int, hold_lock: bool) -> list[dict[
     args = ["fit", env.long_cfg, "--output-dir", run]
     proc, t0 = env.start(args, d, d / "first")
     records = []
-    try:
+    with _reaped(proc):
         if hold_lock:
             lock_case = INTERRUPT_CASES["lock-held"]
             why = _wait_for(lambda: _lock_taken(run), proc, CASE_TIMEOUT_S)
@@ -1105,18 +1129,10 @@ def _signalled(env: Env, case: Case, signum: int, hold_lock: bool) -> list[dict[
                 second = env.run(args, d)
                 facts = (f"PID {proc.pid}", str(run), "in use")
                 records.append(record(env, lock_case, args, d, second, facts))
-        why = _wait_for(lambda: _epoch_saved(run) >= 1, proc, CASE_TIMEOUT_S)
-        if why:
-            records.append(_not_driven(env, case, why, args, d, Env.finish(proc, t0, 5)))
-            return records
-        time.sleep(0.3)
-        epoch = _epoch_saved(run) + 1
-        proc.send_signal(signum)
-        result = Env.finish(proc, t0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        result, epoch, why = _signal_once_saved(proc, t0, run, signum)
+    if why:
+        records.append(_not_driven(env, case, why, args, d, result))
+        return records
     kept = (run / "checkpoints" / "last.ckpt").exists()
     wrong = None if kept else "the interrupted run left no checkpoints/last.ckpt, so --resume has nothing to resume"
     what = f"{case.what} (signal sent during epoch {epoch})"
@@ -1130,16 +1146,8 @@ def _killed(env: Env) -> list[dict[str, Any]]:
     run = d / "run"
     args = ["fit", env.long_cfg, "--epochs", "2", "--output-dir", run]
     proc, t0 = env.start(args, d, d / "killed")
-    try:
-        why = _wait_for(lambda: _epoch_saved(run) >= 1, proc, CASE_TIMEOUT_S)
-        if not why:
-            time.sleep(0.3)
-            proc.kill()
-        Env.finish(proc, t0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with _reaped(proc):
+        _, _, why = _signal_once_saved(proc, t0, run, signal.SIGKILL)
     if why:
         return [_not_driven(env, c, why, args, d) for c in (rerun_case, resume_case)]
     done = _epoch_saved(run)
@@ -1166,17 +1174,10 @@ def _compare_stopped(env: Env, case: Case, signum: int) -> list[dict[str, Any]]:
     args = ["compare", env.long_cfg, "--strategies", "linear_probe,full", "--seeds", "0", "--workers", workers,
             "--output-dir", out]
     proc, t0 = env.start(args, d, d / "first")
-    try:
-        why = _wait_for(lambda: _epoch_saved(run) >= 1, proc, CASE_TIMEOUT_S)
-        if why:
-            return [_not_driven(env, case, why, args, d, Env.finish(proc, t0, 5))]
-        time.sleep(0.3)
-        proc.send_signal(signum)
-        result = Env.finish(proc, t0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with _reaped(proc):
+        result, _, why = _signal_once_saved(proc, t0, run, signum)
+    if why:
+        return [_not_driven(env, case, why, args, d, result)]
     if signum != signal.SIGKILL:
         kept = (run / "checkpoints" / "last.ckpt").exists()
         wrong = None if kept else "the stopped run left no checkpoints/last.ckpt, so the rerun cannot resume it"

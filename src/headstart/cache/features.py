@@ -100,14 +100,10 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
 
 
 def _to(inputs: Any, device: torch.device) -> Any:
-    """The encoder's inputs of a collated batch on ``device``: labels dropped, whether the collate puts them
-    in a dict (``labels``) or returns ``(inputs, labels)`` (event sequences)."""
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device)
     if isinstance(inputs, dict):
         return {k: _to(v, device) for k, v in inputs.items() if k != "labels"}
-    if isinstance(inputs, tuple) and len(inputs) == 2 and not isinstance(inputs[0], torch.Tensor):
-        return _to(inputs[0], device)
     return inputs.to(device) if hasattr(inputs, "to") else inputs
 
 
@@ -182,6 +178,8 @@ def pooled_features(model: Any, loader: Any, cache_cfg: Any, batch_size: int, us
 
 def _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision, dtype, device,
            lengths) -> CacheEntry:
+    from headstart.train.module import split_batch
+
     was_training = backbone.training
     backbone_device = next(backbone.parameters()).device
     backbone.eval().to(device)
@@ -189,7 +187,8 @@ def _build(cache, key, components, backbone, dataset, collate, plan, batch_size,
     try:
         with torch.inference_mode(), _autocast(precision, device):
             def compute(rows: np.ndarray, check: bool = False) -> tuple[np.ndarray, torch.Tensor, Any]:
-                inputs = _to(collate([dataset[int(i)] for i in rows]), device)
+                # the encoder's inputs of the batch, split from its labels as training splits them
+                inputs = _to(split_batch(collate([dataset[int(i)] for i in rows]))[0], device)
                 if pooled:
                     return rows, backbone(inputs).float().cpu(), None
                 state = backbone.forward_prefix(inputs, plan.cut)

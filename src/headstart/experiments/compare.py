@@ -309,10 +309,9 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
         run_jobs(jobs, workers, on_done)
     except JobsInterrupted as stop:
         raise RunInterrupted(
-            f"compare stopped: {len(order) - len(jobs) + stop.finished} of {len(order)} runs are finished, "
-            f"{stop.interrupted} stopped mid-run (kept up to their last finished epoch), {stop.not_started} not "
-            f"started; results so far are in {out / 'results.csv'}. Resume: run the same command again (finished "
-            f"runs are skipped, stopped ones continue from their checkpoints/last.ckpt).",
+            f"compare stopped: {stop.tally('runs', len(order) - len(jobs), len(order))}; results so far are in "
+            f"{out / 'results.csv'}. Resume: run the same command again (finished runs are skipped, stopped ones "
+            f"continue from their checkpoints/last.ckpt).",
             exit_code=stop.exit_code) from None
     ordered = [rows[n] for n in order]
     write_results_csv(ordered, out / "results.csv")

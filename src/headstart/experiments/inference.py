@@ -29,6 +29,7 @@ class LoadedRun:
     cfg: RunConfig
     model: FinetuneModule
     label_map: LabelMap
+    data_state: dict[str, Any] | None = None  # the modality's state from training (vocabularies ...)
 
     @property
     def tokenizer(self) -> Any:
@@ -41,8 +42,8 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
     run = require_run_dir(run_dir)
     cfg = load_config(run / "config.yaml")
     label_map = LabelMap.from_json(run / "labels.json")
-    modality = get_modality(cfg.task)
-    backbone = build_configured_backbone(cfg, modality.load_state(run), verbose=False)
+    data_state = get_modality(cfg.task).load_state(run)
+    backbone = build_configured_backbone(cfg, data_state, verbose=False)
     model = build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes], backbone=backbone,
                         verbose=False)
     state = read_state_dict(run / "checkpoints" / "best.safetensors")
@@ -57,7 +58,7 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
         )
     model.load_state_dict(state, strict=False)
     model.eval()
-    return LoadedRun(run, cfg, model, label_map)
+    return LoadedRun(run, cfg, model, label_map, data_state)
 
 
 def _inputs(loaded: LoadedRun, path: str | Path, require_labels: bool) -> Inputs:

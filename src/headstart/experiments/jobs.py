@@ -113,6 +113,11 @@ class JobsInterrupted(Exception):
         self.exit_code, self.finished, self.interrupted, self.not_started = (exit_code, finished, interrupted,
                                                                            not_started)
 
+    def tally(self, what: str, finished_before: int, total: int) -> str:
+        """The counts a stopped compare / stack reports: ``what`` names its runs ("runs", "fold runs")."""
+        return (f"{finished_before + self.finished} of {total} {what} are finished, {self.interrupted} stopped "
+                f"mid-run (kept up to their last finished epoch), {self.not_started} not started")
+
     @classmethod
     def count(cls, exit_code: int, statuses: list[str], n_jobs: int) -> JobsInterrupted:
         """From the statuses of the runs that returned (the others never started)."""

@@ -192,10 +192,9 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
         run_jobs(jobs, workers, on_done)
     except JobsInterrupted as stop:
         raise RunInterrupted(
-            f"stack stopped: {n_runs - len(jobs) + stop.finished} of {n_runs} fold runs are finished, "
-            f"{stop.interrupted} stopped mid-run (kept up to their last finished epoch), {stop.not_started} not "
-            f"started. Resume: run the same command again (finished fold runs are reused, stopped ones continue "
-            f"from their checkpoints/last.ckpt).", exit_code=stop.exit_code) from None
+            f"stack stopped: {stop.tally('fold runs', n_runs - len(jobs), n_runs)}. Resume: run the same command "
+            f"again (finished fold runs are reused, stopped ones continue from their checkpoints/last.ckpt).",
+            exit_code=stop.exit_code) from None
     if failed:
         raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
                              f"of the same command only runs the rest:\n" + "\n".join(failed))

@@ -77,7 +77,7 @@ class SequenceModality(Modality):
         from headstart.data.events import EventEncoders, collate_events, read_events
         from headstart.experiments.build import make_loader
 
-        state = self.load_state(loaded.run_dir)
+        state = loaded.data_state
         if state is None or "events" not in state:
             raise DataError(f"The run '{loaded.run_dir}' has no data_state.json (the vocabularies of its training "
                             f"data), so new event files cannot be encoded like its training data. Copy the whole "
