@@ -31,18 +31,23 @@ __all__ = [
     "CacheConfig",
     "DataConfig",
     "EarlyStoppingConfig",
+    "GraphEncoderConfig",
     "HeadConfig",
     "LoraConfig",
     "LossConfig",
+    "MoleculesConfig",
+    "OODConfig",
     "OptimConfig",
     "PretrainObjectiveConfig",
     "RunConfig",
     "StrategyConfig",
     "TrainerConfig",
+    "UniMolConfig",
     "apply_overrides",
     "config_to_yaml",
     "load_config",
     "parse_override",
+    "task_parts",
 ]
 
 
@@ -113,6 +118,37 @@ class EventsConfig(_Strict):
         return self
 
 
+class MoleculesConfig(_Strict):
+    """Molecules (task molecule_classification / molecule_regression): a table with a SMILES column.
+
+    Targets are ``data.label_column`` (one) or ``data.label_columns`` (several: multi-task, empty cells are
+    missing labels, masked in the loss and the metrics). SMILES RDKit cannot parse are refused with their rows
+    (``invalid: error``) or left out with a count (``drop``). Splits: ``scaffold`` (Bemis-Murcko scaffold sets,
+    largest to train, deterministic), ``random``, ``stratified`` (by the single label), or ``column``
+    (``split_column`` holds train / val / test); sizes from data.val_fraction / data.test_fraction.
+    """
+
+    smiles_column: str = "smiles"
+    invalid: Literal["error", "drop"] = "error"
+    split: Literal["scaffold", "random", "stratified", "column"] = "scaffold"
+    split_column: str | None = None  # split: column (values train / val / test, case-insensitive)
+    include_chirality: bool = False  # scaffold split: keep stereo marks in the scaffold SMILES
+    # scaffold split: also hold out this share of the rows whose scaffolds training sees (seeded), as an
+    # in-distribution test set beside the unseen-scaffold test split: the scaffold-OOD protocol
+    # (`headstart evaluate RUN --data RUN/splits/id_test.csv --ood RUN/splits/test.csv`)
+    id_test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _split_column(self) -> MoleculesConfig:
+        if (self.split == "column") != (self.split_column is not None):
+            raise ValueError("data.molecules.split 'column' and data.molecules.split_column go together: set "
+                             "split: column with split_column: <column holding train / val / test>, or neither")
+        if self.id_test_fraction > 0 and self.split != "scaffold":
+            raise ValueError(f"data.molecules.id_test_fraction holds out rows of the training scaffolds next to the "
+                             f"unseen-scaffold test split, so it needs split: scaffold (got {self.split!r})")
+        return self
+
+
 class DataConfig(_Strict):
     train: str
     val: str | None = None
@@ -123,6 +159,8 @@ class DataConfig(_Strict):
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = Field("label", validate_default=True)  # default checked too: text_column may be 'label'
+    # several targets (multi-task molecules, multi-output regression); replaces label_column when set
+    label_columns: list[str] | None = Field(None, min_length=1)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     train_subset: int | None = Field(None, gt=0)
@@ -143,6 +181,15 @@ class DataConfig(_Strict):
     augment: AugmentConfig | None = None
     mix: MixConfig | None = None
     events: EventsConfig | None = None  # task sequence_classification: the events table's columns
+    molecules: MoleculesConfig | None = None  # tasks molecule_*: SMILES column, invalid policy, split
+
+    @field_validator("label_columns")
+    @classmethod
+    def _distinct_targets(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            twice = sorted({c for c in v if v.count(c) > 1})
+            raise ValueError(f"data.label_columns names {twice} more than once; list each target column once")
+        return v
 
     @field_validator("text_pair_column", "label_column")
     @classmethod
@@ -175,8 +222,32 @@ class SequenceEncoderConfig(_Strict):
     bidirectional: bool = False  # rnn only
 
 
+class GraphEncoderConfig(_Strict):
+    """A message-passing encoder over RDKit atom / bond features (torch-geometric): the atom embeddings are the
+    stem, each message-passing layer (with its own bond embeddings, as in Hu et al. 2020) is one block, pooling
+    gives the molecule vector."""
+
+    conv: Literal["gine", "gin"] = "gine"  # gine: GIN with bond features in the messages (Hu et al., 2020)
+    hidden_size: int = Field(300, ge=1)
+    num_layers: int = Field(5, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pooling: Literal["mean", "sum", "max"] = "mean"
+    residual: bool = True
+    norm: Literal["batch", "layer", "none"] = "batch"
+
+
+class UniMolConfig(_Strict):
+    """Uni-Mol (unimol-tools) from local files only: nothing is downloaded."""
+
+    weights: str  # the checkpoint (.pt), e.g. mol_pre_no_h_220816.pt
+    dictionary: str | None = None  # its token dictionary; default: dict.txt beside the weights
+    remove_hs: bool = True  # the no_h weights; all_h weights need false
+    max_atoms: int = Field(256, ge=8)  # larger molecules are cropped (seeded), as unimol-tools does
+    conformer_seed: int = 42  # RDKit conformer generation (cached by content)
+
+
 class BackboneConfig(_Strict):
-    type: Literal["hf", "torch", "ptls", "resnet"] = "hf"
+    type: Literal["hf", "torch", "ptls", "resnet", "graph", "unimol"] = "hf"
     name_or_path: str | None = None  # hf: local dir or hub id; empty = the packaged MiniLM
     pooling: Literal["mean", "cls", "max"] = "mean"
     module: str | None = None  # torch/ptls: "package.module:Factory"
@@ -200,6 +271,8 @@ class BackboneConfig(_Strict):
         default_factory=lambda: ["concat", "absdiff", "product"], min_length=1)
     # ptls without backbone.module: built from the data's fields (vocabulary sizes from the training split)
     sequence: SequenceEncoderConfig | None = None
+    graph: GraphEncoderConfig | None = None  # type graph (filled with defaults when unset)
+    unimol: UniMolConfig | None = None  # type unimol: local weight files
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:
@@ -221,7 +294,11 @@ class HeadConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    type: Literal["ce", "focal"] = "ce"
+    # ce / focal: classification (binary cross-entropy per task with several label_columns); mse / huber:
+    # regression (the default there), on targets standardised with the training split's mean / std
+    type: Literal["ce", "focal", "mse", "huber"] = "ce"
+    huber_delta: float = Field(1.0, gt=0.0)  # in standardised units
+    standardize: bool = True  # regression: train on (y - mean) / std of the training split; undone in outputs
     class_weights: Literal["balanced"] | list[float] | None = None
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     focal_gamma: float = Field(2.0, ge=0.0)
@@ -339,8 +416,30 @@ class CacheConfig(_Strict):
     dtype: Literal["float32", "float16"] = "float32"  # float16 halves the disk size but is not exact
 
 
+class OODConfig(_Strict):
+    """Out-of-distribution detection scored at the end of ``fit`` (summary.json ``ood``, compare columns
+    ``ood_<score>_<metric>``): an in-distribution file against an OOD file, as ``headstart evaluate RUN --data
+    ID --ood OOD`` does. Unset files mean the scaffold-OOD protocol of molecules: the run's ``splits/id_test.csv``
+    (data.molecules.id_test_fraction) against ``splits/test.csv`` (scaffolds training never saw)."""
+
+    id_data: str | None = None
+    ood_data: str | None = None
+    temperature: float = Field(1.0, gt=0.0)  # energy score
+    ridge: float = Field(0.0, ge=0.0)  # Mahalanobis: added to the tied covariance's diagonal
+
+    @model_validator(mode="after")
+    def _both_files(self) -> OODConfig:
+        if (self.id_data is None) != (self.ood_data is None):
+            raise ValueError("ood.id_data and ood.ood_data go together (an in-distribution file and an OOD file); "
+                             "set both, or neither for the scaffold-OOD protocol of molecules")
+        return self
+
+
 class PretrainObjectiveConfig(_Strict):
     """What ``headstart pretrain`` trains the encoder on (``headstart fit`` always trains on the labels).
+
+    ``attribute_masking`` (molecules, graph encoder, no labels read): the atom types of ``mask_rate`` of each
+    molecule's atoms are hidden and predicted from the message-passing states (Hu et al., 2020).
 
     ``supervised`` (every task): fit on the labels, then export. ``coles`` (event sequences, no labels read):
     contrastive learning over ``split_count`` views (sub-sequences of ``min_len``..``max_len`` events) per entity
@@ -350,7 +449,7 @@ class PretrainObjectiveConfig(_Strict):
     pretraining (counted in the log). The other keys configure ptls' CoLES loss.
     """
 
-    name: str = "supervised"  # a registered objective (headstart.pretraining): supervised, coles
+    name: str = "supervised"  # a registered objective (headstart.pretraining): supervised, coles, attribute_masking
     split_count: int = Field(5, ge=2)  # coles: views per entity in a batch
     min_len: int = Field(1, ge=1)  # coles: shortest view; 1 lets 2-event histories give different views
     max_len: int = Field(100, ge=1)  # coles: longest view
@@ -360,6 +459,7 @@ class PretrainObjectiveConfig(_Strict):
     margin: float = Field(0.5, gt=0.0)  # coles contrastive: distance negatives are pushed beyond
     neg_count: int = Field(5, ge=1)  # coles contrastive: hardest negatives per view
     temperature: float = Field(0.05, gt=0.0)  # coles softmax
+    mask_rate: float = Field(0.15, gt=0.0, lt=1.0)  # attribute_masking (molecules): share of atoms masked per graph
 
     @field_validator("name")
     @classmethod
@@ -380,10 +480,23 @@ class PretrainObjectiveConfig(_Strict):
         return self
 
 
+TASKS = tuple(f"{m}_{k}" for m in ("text", "image", "sequence", "molecule") for k in ("classification", "regression"))
+TaskName = Literal["auto", "text_classification", "text_regression", "image_classification", "image_regression",
+                   "sequence_classification", "sequence_regression", "molecule_classification",
+                   "molecule_regression"]
+
+
+def task_parts(task: str) -> tuple[str, str]:
+    """``molecule_regression`` -> (``molecule``, ``regression``): the modality plug-in and what is predicted."""
+    modality, _, kind = task.rpartition("_")
+    return modality, kind
+
+
 class RunConfig(_Strict):
     name: str = "run"
-    # auto: image_classification for a resnet backbone, else text_classification
-    task: Literal["auto", "text_classification", "image_classification", "sequence_classification"] = "auto"
+    # <modality>_<classification|regression>; auto: image for a resnet backbone, sequence for data.events,
+    # molecule for data.molecules or a graph / unimol backbone, else text (classification)
+    task: TaskName = "auto"
     output_dir: str = "runs/run"
     pretrain: str | None = None  # encoder weights loaded before fine-tuning (strict=False, key report)
     # The pretrained head: auto = load it when its shape and class names match; reset = never (same class ids,
@@ -401,37 +514,105 @@ class RunConfig(_Strict):
     embedding_metrics: bool | Literal["auto"] = "auto"
     # headstart pretrain: the objective the encoder is trained on (supervised = fit on the labels, then export)
     objective: PretrainObjectiveConfig = Field(default_factory=PretrainObjectiveConfig)
+    ood: OODConfig | None = None  # OOD scores of the finished run (classification), e.g. frozen vs fine-tuned
+
+    @property
+    def modality_name(self) -> str:
+        return task_parts(self.task)[0]
+
+    @property
+    def is_regression(self) -> bool:
+        return task_parts(self.task)[1] == "regression"
 
     @model_validator(mode="after")
     def _resolve_task(self) -> RunConfig:
         if self.task == "auto":
-            image = self.backbone.type == "resnet"
-            sequence = self.data.events is not None or self.backbone.type == "ptls"
-            object.__setattr__(self, "task", "image_classification" if image else
-                               "sequence_classification" if sequence else "text_classification")
-        if self.task == "sequence_classification":
+            b = self.backbone.type
+            modality = ("image" if b == "resnet" else
+                        "sequence" if self.data.events is not None or b == "ptls" else
+                        "molecule" if self.data.molecules is not None or b in ("graph", "unimol") else "text")
+            object.__setattr__(self, "task", f"{modality}_classification")
+        modality = self.modality_name
+        if modality == "sequence":
             if self.data.events is None:
-                raise ValueError("task sequence_classification reads an events table: set data.events (id_column, "
+                raise ValueError(f"task {self.task} reads an events table: set data.events (id_column, "
                                  "time_column and the categorical / numeric event fields)")
             if self.backbone.type == "hf" and "type" not in self.backbone.model_fields_set:
                 object.__setattr__(self.backbone, "type", "ptls")  # the default encoder of event sequences
             if self.backbone.type not in ("ptls", "torch"):
-                raise ValueError(f"task sequence_classification needs a sequence encoder (backbone.type: ptls, or "
+                raise ValueError(f"task {self.task} needs a sequence encoder (backbone.type: ptls, or "
                                  f"torch with your module), not '{self.backbone.type}'")
             if self.backbone.type == "ptls" and self.backbone.module is None and self.backbone.sequence is None:
                 object.__setattr__(self.backbone, "sequence", SequenceEncoderConfig())
         elif self.data.events is not None:
             raise ValueError(f"data.events describes event sequences, but task is {self.task}: remove data.events "
                              f"or set task: sequence_classification (or auto)")
-        if self.task == "image_classification" and self.backbone.type in ("hf", "ptls"):
-            raise ValueError(f"task image_classification needs an image backbone (backbone.type: resnet, or torch "
+        if modality == "molecule":
+            if self.data.molecules is None:
+                object.__setattr__(self.data, "molecules", MoleculesConfig())
+            if self.backbone.type == "hf" and "type" not in self.backbone.model_fields_set:
+                object.__setattr__(self.backbone, "type", "graph")  # the default molecule encoder
+            if self.backbone.type not in ("graph", "unimol", "torch"):
+                raise ValueError(f"task {self.task} needs a molecule encoder (backbone.type: graph, unimol, or torch "
+                                 f"with your module), not '{self.backbone.type}'")
+        elif self.data.molecules is not None:
+            raise ValueError(f"data.molecules describes a SMILES table, but task is {self.task}: remove "
+                             f"data.molecules or set task: molecule_classification / molecule_regression (or auto)")
+        if self.backbone.type == "graph" and self.backbone.graph is None:
+            object.__setattr__(self.backbone, "graph", GraphEncoderConfig())
+        if self.backbone.type == "unimol" and self.backbone.unimol is None:
+            raise ValueError("backbone.type 'unimol' needs backbone.unimol.weights: the path of a local Uni-Mol "
+                             "checkpoint (e.g. mol_pre_no_h_220816.pt from huggingface.co/dptech/Uni-Mol-Models, "
+                             "with its dict.txt beside it); nothing is downloaded")
+        if self.backbone.type in ("graph", "unimol") and modality != "molecule":
+            raise ValueError(f"backbone.type {self.backbone.type} encodes molecules: set task: "
+                             f"molecule_classification / molecule_regression (or auto)")
+        if modality == "image" and self.backbone.type in ("hf", "ptls"):
+            raise ValueError(f"task {self.task} needs an image backbone (backbone.type: resnet, or torch "
                              f"with your module), not '{self.backbone.type}'")
-        if self.task == "text_classification" and self.backbone.type == "resnet":
+        if modality == "text" and self.backbone.type == "resnet":
             raise ValueError("backbone.type resnet encodes images: set task: image_classification (or auto)")
+        self._resolve_target_defaults()
+        if self.ood is not None:
+            if self.is_regression or (self.data.label_columns is not None and len(self.data.label_columns) > 1):
+                raise ValueError("ood scores a single-label classifier (softmax / energy / Mahalanobis); remove the "
+                                 "ood section for regression and multi-task runs")
+            if self.ood.id_data is None and (self.data.molecules is None or self.data.molecules.id_test_fraction == 0):
+                raise ValueError("ood without id_data / ood_data uses the scaffold-OOD protocol: set "
+                                 "data.molecules.split: scaffold with data.molecules.id_test_fraction (e.g. 0.1), "
+                                 "or name the two files in ood.id_data / ood.ood_data")
         if self.embedding_metrics == "auto":
-            on = self.task == "image_classification" or self.head.type != "mlp"
+            on = (modality == "image" or self.head.type != "mlp") and not self.is_regression
             object.__setattr__(self, "embedding_metrics", on)
         return self
+
+    def _resolve_target_defaults(self) -> None:
+        """Regression trains on MSE and keeps the best val_rmse unless the config says otherwise."""
+        if self.is_regression:
+            if "type" not in self.loss.model_fields_set:
+                object.__setattr__(self.loss, "type", "mse")
+            if self.loss.type not in ("mse", "huber"):
+                raise ValueError(f"task {self.task} predicts numbers: loss.type must be mse or huber, not "
+                                 f"'{self.loss.type}'")
+            if self.head.type != "mlp":
+                raise ValueError(f"head.type {self.head.type} is a classification head; task {self.task} needs "
+                                 f"head.type mlp")
+            if "monitor" not in self.trainer.model_fields_set:
+                object.__setattr__(self.trainer, "monitor", "val_rmse")
+                object.__setattr__(self.trainer, "monitor_mode", "min")
+        elif self.loss.type in ("mse", "huber"):
+            raise ValueError(f"loss.type {self.loss.type} is a regression loss, but task is {self.task}: use ce or "
+                             f"focal, or set task: {self.modality_name}_regression")
+        elif self.data.label_columns is not None and len(self.data.label_columns) > 1:
+            if self.modality_name != "molecule":
+                raise ValueError(f"data.label_columns with several columns (multi-task binary classification) is "
+                                 f"supported for molecules; task {self.task} takes one label_column")
+            if self.head.type != "mlp" or self.loss.type != "ce":
+                raise ValueError("several label_columns train one binary cross-entropy per task: use head.type mlp "
+                                 "and loss.type ce")
+            if "monitor" not in self.trainer.model_fields_set:
+                object.__setattr__(self.trainer, "monitor", "val_auc")
+                object.__setattr__(self.trainer, "monitor_mode", "max")
 
 
 def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -20,7 +20,8 @@ __all__ = ["PATH_KEYS", "PathOrigin", "missing_path_problems", "resolve_paths"]
 PATH_KEYS: dict[str, bool] = {
     "data.train": True, "data.val": True, "data.test": True, "data.mix.path": True, "data.events.labels": True,
     "pretrain": True, "backbone.checkpoint": True, "backbone.name_or_path": False,
-    "output_dir": False, "cache.dir": False,
+    "output_dir": False, "cache.dir": False, "ood.id_data": True, "ood.ood_data": True,
+    "backbone.unimol.weights": False, "backbone.unimol.dictionary": False,
 }
 _RULE = ("relative paths in a config file resolve from the config file's folder; paths given on the command "
          "line resolve from the working directory")

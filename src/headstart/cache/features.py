@@ -232,7 +232,8 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 class CachedFeatureDataset(Dataset):
     """Rows of a cache entry (memory-mapped) with their labels; ``lengths`` as the raw dataset's."""
 
-    def __init__(self, entry: CacheEntry, labels: Sequence[int] | None, lengths: np.ndarray | None = None) -> None:
+    def __init__(self, entry: CacheEntry, labels: Sequence[Any] | np.ndarray | None,
+                 lengths: np.ndarray | None = None) -> None:
         if labels is not None and len(labels) != entry.n_rows:
             raise ValueError(f"{len(labels)} labels for a cache entry of {entry.n_rows} rows")
         self.entry = entry
@@ -280,5 +281,8 @@ class CachedCollator:
             batch = {"cached_hidden": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask),
                      "cache_cut": self.cut}
         if items and "labels" in items[0]:
-            batch["labels"] = torch.tensor([int(item["labels"]) for item in items], dtype=torch.long)
+            labels = np.asarray([item["labels"] for item in items])
+            # class indices stay int64; numbers and per-task labels (NaN = missing) stay float32
+            integer = labels.dtype.kind in "iub"
+            batch["labels"] = torch.from_numpy(labels.astype(np.int64 if integer else np.float32))
         return batch

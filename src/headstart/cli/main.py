@@ -118,8 +118,9 @@ def fit(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen blocks every epoch "
                                                               "(cache.enabled=false).")] = False,
     objective: Annotated[str | None, typer.Option(help="pretrain only: objective.name, supervised (fit on the "
-                                                       "labels, the default) or coles (event sequences, no "
-                                                       "labels).")] = None,
+                                                       "labels, the default), coles (event sequences, no "
+                                                       "labels) or attribute_masking (molecules, no labels).")]
+    = None,
 ) -> None:
     """Fine-tune a model as CONFIG describes and write a run directory."""
     if overwrite and resume:
@@ -155,8 +156,9 @@ app.command(
     "pretrain",
     help="Train an encoder on dataset A as CONFIG describes and export its best weights with their architecture "
          "record (and vocabularies) as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset "
-         "B. The objective (objective.name, --objective) is supervised (like fit, on the labels) or coles "
-         "(contrastive views of event sequences, no labels needed).",
+         "B. The objective (objective.name, --objective) is supervised (like fit, on the labels), coles "
+         "(contrastive views of event sequences) or attribute_masking (masked atom types of molecules); the last "
+         "two need no labels.",
 )(fit)
 
 
@@ -171,8 +173,9 @@ def compare(
     seeds: Annotated[str, typer.Option(help="trainer.seed of each run: 42,43,44 or 42-44.")] = "42,43,44",
     baseline: Annotated[str | None, typer.Option(help="Strategy the others are tested against (default: full "
                                                       "if listed, else the first).")] = None,
-    metric: Annotated[str, typer.Option(help="Metric of the table and the tests (test_acc, test_f1, val_acc...).")]
-    = "test_acc",
+    metric: Annotated[str | None, typer.Option(help="Metric of the table and the tests (test_acc, test_f1, "
+                                                    "test_rmse, val_acc...; default: the test twin of the config's "
+                                                    "trainer.monitor, else test_acc).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", help="Comparison directory (default: beside "
                                                                         "the config's output_dir).")] = None,
     split_seed: Annotated[int | None, typer.Option("--split-seed", help="Seed of the data split shared by every "
@@ -201,7 +204,7 @@ def compare(
         if strategies or sets:
             raise ConfigError("--strategies and --set apply to a config grid; run directories are compared as "
                               "they are.")
-        result = compare_run_dirs(inputs, output_dir or "compare", metric=metric, baseline=baseline,
+        result = compare_run_dirs(inputs, output_dir or "compare", metric=metric or "test_acc", baseline=baseline,
                                   group_by=group_by)
     failed = [r for r in result.rows if r.get("status") != "done"]
     typer.echo(f"\n{(result.output_dir / 'summary.md').read_text(encoding='utf-8')}")
@@ -260,11 +263,50 @@ def inspect(
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    data: Annotated[Path, typer.Option(help="Labelled file with the run's columns (or images: idx, npz, Parquet, folder).")],
+    data: Annotated[Path, typer.Option(help="Labelled file with the run's columns (or images: idx, npz, Parquet, "
+                                            "folder). With --ood: the in-distribution set, labels optional.")],
     output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
+    ood: Annotated[Path | None, typer.Option(
+        "--ood", help="Out-of-distribution file read like --data (labels ignored): report AUROC, AUPR (OOD and ID "
+                      "positive) and FPR at 95% TPR of the MSP, max-logit, energy and Mahalanobis scores, with ROC / "
+                      "PR plots, in RUN_DIR/ood (or --out).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        "--temperature", help="With --ood: temperature of the energy score.  [default: 1.0]",
+        show_default=False)] = None,
+    ridge: Annotated[float | None, typer.Option(
+        "--ridge", help="With --ood: ridge added to the Mahalanobis tied covariance (e.g. 1e-3 when the training "
+                        "split has fewer rows than features).  [default: 0]", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="With --ood: folder of ood.json, ood.md, scores.npz and plots/.  [default: RUN_DIR/ood]",
+        show_default=False)] = None,
 ) -> None:
-    """Metrics of a run's best weights on a labelled file."""
+    """Metrics of a run's best weights on a labelled file; with --ood, out-of-distribution detection."""
     import json
+
+    if ood is None:
+        given = [name for name, value in (("--temperature", temperature), ("--ridge", ridge), ("--out", out))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply with --ood (out-of-distribution detection); add "
+                              f"--ood OOD_FILE or drop {'them' if len(given) > 1 else 'it'}.")
+    else:
+        from headstart.experiments.ood_eval import evaluate_ood, format_ood_table
+
+        report = evaluate_ood(run_dir, data, ood, temperature=1.0 if temperature is None else temperature,
+                              out_dir=out, ridge=0.0 if ridge is None else ridge)
+        m = report["mahalanobis"]
+        typer.echo(f"OOD detection: ID {data} ({report['n_id']} rows) vs OOD {ood} ({report['n_ood']} rows); "
+                   f"higher score = more ID; energy T={report['temperature']:g}; Mahalanobis fitted on "
+                   f"{m['n_train']} training rows ({m['features'].replace('_', ' ')} features, {m['feature_dim']} "
+                   f"dims)\n")
+        typer.echo(format_ood_table(report["metrics"]))
+        typer.echo(f"\nWritten to {Path(report['files']['ood.json']).parent}: ood.json, ood.md, scores.npz, "
+                   f"plots/ood_roc.png, plots/ood_pr.png")
+        if output is not None:
+            from headstart.fileio import write_json
+
+            write_json(output, report)
+        return
 
     from headstart.experiments.inference import evaluate_file
 

@@ -34,6 +34,7 @@ class LabelMap:
 
     classes: list[Label]
     _index: dict[Label, int] = field(init=False, repr=False, compare=False)
+    kind = "classification"
 
     def __post_init__(self) -> None:
         self.classes = [_normalise(c) for c in self.classes]
@@ -51,6 +52,18 @@ class LabelMap:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+    def spec(self) -> None:
+        """The model's target hyper-parameter: None means one softmax over the classes."""
+        return None
+
+    def output_columns(self, proba: np.ndarray) -> dict[str, Any]:
+        """``predict``'s columns: the predicted label and one probability per class."""
+        return {"prediction": self.decode(proba.argmax(1)),
+                **{f"proba_{name}": proba[:, i] for i, name in enumerate(self.classes)}}
+
+    def label_columns(self, labels: np.ndarray) -> dict[str, Any]:
+        return {"label": self.decode(labels)}
 
     @classmethod
     def from_labels(

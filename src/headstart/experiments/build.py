@@ -83,8 +83,10 @@ def build_model(
     train_labels: np.ndarray | None = None,
     backbone: Backbone | None = None,
     verbose: bool = True,
+    target: dict[str, Any] | None = None,
 ) -> FinetuneModule:
-    """The FinetuneModule a config describes (backbone weights from backbone.checkpoint if set)."""
+    """The FinetuneModule a config describes (backbone weights from backbone.checkpoint if set); ``target``:
+    the label map's ``spec()`` (None: classes; else regression / multi-task, see headstart.train.targets)."""
     if backbone is None:
         backbone = build_configured_backbone(cfg, None, verbose=verbose)
     o, h, loss = cfg.optim, cfg.head, cfg.loss
@@ -98,7 +100,7 @@ def build_model(
         warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio, plateau_factor=o.plateau_factor,
         plateau_patience=o.plateau_patience, plateau_monitor=o.plateau_monitor, loss=loss.type,
         class_weights=loss.class_weights, label_smoothing=loss.label_smoothing, focal_gamma=loss.focal_gamma,
-        train_labels=train_labels, class_names=class_names,
+        huber_delta=loss.huber_delta, train_labels=train_labels, class_names=class_names, target=target,
     )
 
 

@@ -178,7 +178,7 @@ def _cell_config(base: dict[str, Any], cell: StrategyCell, seed: int, split_seed
 
 def row_from_run(run_dir: Path, strategy: str, seed: Any, status: str = "done", name: str | None = None,
                  relative_to: Path | None = None) -> dict[str, Any]:
-    """One results.csv row from a run directory's summary.json (metrics flattened as val_* / test_*)."""
+    """One results.csv row from a run directory's summary.json (metrics flattened as val_* / test_* / ood_*)."""
     row: dict[str, Any] = {"run": name or run_dir.name, "strategy": strategy, "seed": seed, "status": status}
     try:
         row["run_dir"] = str(run_dir.resolve().relative_to(relative_to.resolve())) if relative_to else str(run_dir)
@@ -197,6 +197,10 @@ def row_from_run(run_dir: Path, strategy: str, seed: Any, status: str = "done", 
         for metric, value in (s.get(split) or {}).items():
             if isinstance(value, (int, float)):
                 row[f"{split}_{metric}"] = value
+    for score, metrics in (s.get("ood") or {}).items():  # the run's ood section: ood_<score>_<metric>
+        for metric, value in (metrics or {}).items():
+            if isinstance(value, (int, float)):
+                row[f"ood_{score}_{metric}"] = value
     return row
 
 
@@ -218,7 +222,7 @@ def run_compare(
     split_seed: int | None = None,
     workers: int = 1,
     threads: int | None = None,
-    metric: str = "test_acc",
+    metric: str | None = None,
     baseline: str | None = None,
     verbose: bool = True,
 ) -> CompareResult:
@@ -231,6 +235,8 @@ def run_compare(
     if baseline is not None and baseline not in labels:
         raise ConfigError(f"--baseline '{baseline}' is not one of the strategies {labels}; pick one of them.")
     base_cfg = load_config(config, overrides)
+    if metric is None:  # what the runs keep their best epoch by, on the test split (val_rmse -> test_rmse)
+        metric = "test_" + base_cfg.trainer.monitor.removeprefix("val_")
     split_seed = split_seed if split_seed is not None else (
         base_cfg.data.split_seed if base_cfg.data.split_seed is not None else base_cfg.trainer.seed)
     out = Path(output_dir) if output_dir else Path(base_cfg.output_dir).parent / f"{base_cfg.name}-compare"

@@ -40,8 +40,7 @@ from headstart.experiments.build import (
 from headstart.experiments.inspect import format_inspect, train_batches
 from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, resume_hint, trim_heap
 from headstart.fileio import atomic_path, atomic_write_text, write_json
-from headstart.metrics import classification_metrics, confusion_matrix
-from headstart.metrics.plots import plot_confusion, plot_curves
+from headstart.metrics.plots import plot_curves
 from headstart.modalities import Modality, get_modality
 from headstart.train.callbacks import (
     AtomicCheckpointIO,
@@ -57,7 +56,10 @@ from headstart.train.pretrained import load_pretrained
 from headstart.train.progress import EpochLine, EpochProgressBar, StepLR
 from headstart.train.weight_store import default_weights_dir, store_frozen_weights
 
-__all__ = ["FitResult", "build_model_for_splits", "format_cache_info", "load_splits", "run_fit", "save_predictions"]
+__all__ = [
+    "FitResult", "build_model_for_splits", "describe_targets", "format_cache_info", "load_splits", "run_fit",
+    "save_predictions",
+]
 
 log = logging.getLogger("headstart")
 
@@ -131,7 +133,8 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     # Model: backbone (+ its tokenizer), head, strategy; the pretrained encoder if asked.
     model = build_model_for_splits(cfg, splits, verbose=verbose)
     data_state = modality.data_state(splits)
-    pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head) if cfg.pretrain else None
+    pretrain_report = load_pretrained(model, cfg.pretrain, verbose=verbose, head=cfg.pretrain_head,
+                                      targets=_targets(cfg)) if cfg.pretrain else None
     parts = {"train": splits.train, "val": splits.val, "test": splits.test, **(predict or {})}
     if predict and set(predict) & {"train", "val", "test"}:
         raise ConfigError(f"predict names {sorted(set(predict) & {'train', 'val', 'test'})} clash with the run's "
@@ -157,7 +160,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         print(format_inspect(model, cfg.trainer.epochs, steps_per_epoch))
         sizes = {k: modality.describe_split(v) for k, v in (("train", splits.train), ("val", splits.val),
                                                             ("test", splits.test)) if v is not None}
-        print(f"\nData: {', '.join(f'{k}={v}' for k, v in sizes.items())}, {label_map.n_classes} classes; "
+        print(f"\nData: {', '.join(f'{k}={v}' for k, v in sizes.items())}, {describe_targets(label_map)}; "
               f"torch threads={threads}; run dir {run}")
         print(format_cache_info(cache_info))
 
@@ -165,6 +168,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
         modality.save_state(run, data_state)
+        modality.write_splits(run, splits)
 
     # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch,
     # and shared on disk by every run with the same ones (a hard link into the weights store).
@@ -221,23 +225,22 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         )
     model.load_state_dict(read_state_dict(best_path, require_sidecar=True), strict=False)
     results: dict[str, dict[str, float]] = {}
-    cms: dict[str, np.ndarray] = {}
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ("val", "test", *(predict or {})):
         if split not in fit_loaders:
             continue
         logits, labels = model.predict_logits(fit_loaders[split])
-        proba = torch.softmax(logits, dim=-1).numpy()
+        proba = model.decode(logits).numpy()  # probabilities, or numbers in the data's unit for regression
         save_predictions(run / "predictions" / f"{split}.npz", proba, labels, modality.row_ids(parts[split]))
         if split in ("val", "test"):
-            results[split] = classification_metrics(labels.numpy(), proba, label_map.n_classes)
-            cms[split] = confusion_matrix(labels.numpy(), proba.argmax(1), label_map.n_classes)
+            results[split] = model.target.metrics(labels.numpy(), proba)
+            outputs[split] = (labels.numpy(), proba)
 
     roundtrip = verify_roundtrip(run, model, loaders["val"])
     plot_curves(metrics_csv.rows, run / "plots" / "curves.png", best_epoch=best.best_epoch,
                 monitor=cfg.trainer.monitor, step_rows=step_lr.rows)
-    cm_split = "test" if "test" in cms else "val"
-    plot_confusion(cms[cm_split], class_names, run / "plots" / "confusion.png", split=cm_split,
-                   best_epoch=best.best_epoch)
+    plot_split = "test" if "test" in outputs else "val"
+    split_plot = model.target.plot(run / "plots", plot_split, *outputs[plot_split], class_names, best.best_epoch)
     trainable, total = model.param_count()
     summary = {
         "name": cfg.name,
@@ -247,7 +250,8 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         "epochs_run": trainer.current_epoch,
         "val": results.get("val", {}),
         "test": results.get("test", {}),
-        "confusion_split": cm_split,
+        "plot_split": plot_split,  # the split of the confusion / predicted-vs-true plot
+        "target_plot": split_plot,
         "wall_time_s": round(time.perf_counter() - t0, 2),
         "train_time_s": round(train_time, 2),
         "trainable_params": trainable,
@@ -262,6 +266,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         "n_test": 0 if splits.test is None else len(splits.test),
         "n_train_mixed_in": getattr(splits, "mixed_rows", 0),  # rows of data.mix (dataset A) in train
         "classes": label_map.classes,
+        "target_kind": label_map.kind,
         "precision": trainer_kwargs["precision"],
         "threads": threads,
         "roundtrip_max_abs_diff": roundtrip,
@@ -274,11 +279,15 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     }
     if export_pretrained:
         summary["pretrained_export"] = str(export_pretrained_weights(
-            run, model, {"task": cfg.task, "backbone_config": cfg.backbone.model_dump(), "normalization": None,
+            run, model, {"task": cfg.task, "targets": _targets(cfg), "backbone_config": cfg.backbone.model_dump(),
+                         "normalization": None,
                          **modality.export_record(cfg), "data_state": data_state}))
     summary["frozen_weights"] = frozen_storage
     summary["last_checkpoint"] = "kept" if keep_last else "dropped after success (--keep-last keeps it)"
     write_json(run / "summary.json", summary)
+    if cfg.ood is not None:  # scored on the best weights just saved, as `headstart evaluate --ood` would
+        summary["ood"] = score_ood(run, cfg)
+        write_json(run / "summary.json", summary)
     if not keep_last:  # the weights are in best.safetensors; the optimizer state only serves --resume
         last_path.unlink(missing_ok=True)
         sidecar_path(last_path).unlink(missing_ok=True)
@@ -299,7 +308,33 @@ def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) ->
     label_map = splits.label_map
     backbone = build_configured_backbone(cfg, modality.data_state(splits), verbose=verbose)
     return build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes],
-                       modality.labels(splits.train), backbone=backbone, verbose=verbose)
+                       modality.labels(splits.train), backbone=backbone, verbose=verbose, target=label_map.spec())
+
+
+def _targets(cfg: RunConfig) -> list[str]:
+    """The label column(s) a run learns (recorded in pretrained exports; compared before reusing a head)."""
+    return list(cfg.data.label_columns or [cfg.data.label_column])
+
+
+def score_ood(run: Path, cfg: RunConfig) -> dict[str, dict[str, float]]:
+    """``cfg.ood``'s report of the finished run (``{score: {auroc, aupr_out, aupr_in, fpr95}}``; files in ood/)."""
+    from headstart.experiments.ood_eval import evaluate_ood
+
+    o = cfg.ood
+    assert o is not None
+    id_data, ood_data = (o.id_data, o.ood_data) if o.id_data else (run / "splits" / "id_test.csv",
+                                                                  run / "splits" / "test.csv")
+    return evaluate_ood(run, id_data, ood_data, temperature=o.temperature, ridge=o.ridge)["metrics"]
+
+
+def describe_targets(label_map: Any) -> str:
+    """``2 classes``, ``1 regression target (logS)``, ``2 binary tasks``: what the head predicts."""
+    n, kind = label_map.n_classes, getattr(label_map, "kind", "classification")
+    if kind == "regression":
+        return f"{n} regression target{'s' if n != 1 else ''} ({', '.join(map(str, label_map.classes))})"
+    if kind == "multitask":
+        return f"{n} binary tasks ({', '.join(map(str, label_map.classes))})"
+    return f"{n} classes"
 
 
 def load_splits(cfg: RunConfig, split_seed: int) -> Any:
@@ -308,11 +343,13 @@ def load_splits(cfg: RunConfig, split_seed: int) -> Any:
 
 
 def save_predictions(path: Path, proba: np.ndarray, labels: torch.Tensor | None, row: np.ndarray) -> None:
-    """Class probabilities of one split in row order (``row``: each row's id in its source), written
-    atomically: what ensembles and paired tests of several runs are built from."""
+    """Class probabilities (regression: predicted numbers, in ``proba`` too) of one split in row order (``row``:
+    each row's id in its source), written atomically: what ensembles and paired tests of several runs are built
+    from. Labels keep their kind: class indices as int64, numbers / task labels (NaN = missing) as float32."""
     payload = {"proba": proba.astype(np.float32), "row": row.astype(np.int64)}
     if labels is not None:
-        payload["label"] = labels.numpy().astype(np.int64)
+        y = labels.numpy()
+        payload["label"] = y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **payload)
 

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader
 
 from headstart.cache import pooled_features
 from headstart.config import RunConfig, load_config
 from headstart.data import LabelMap
+from headstart.data.targets import RegressionTargets, TaskTargets, read_label_map
 from headstart.experiments.build import build_configured_backbone, build_model
 from headstart.experiments.rundir import require_run_dir
-from headstart.metrics import classification_metrics
 from headstart.modalities import Inputs, get_modality
 from headstart.train.checkpoint import match_state_dict, read_state_dict
 from headstart.train.module import FinetuneModule
@@ -28,7 +27,7 @@ class LoadedRun:
     run_dir: Path
     cfg: RunConfig
     model: FinetuneModule
-    label_map: LabelMap
+    label_map: LabelMap | RegressionTargets | TaskTargets  # labels.json: classes, numeric targets or tasks
     data_state: dict[str, Any] | None = None  # the modality's state from training (vocabularies ...)
 
     @property
@@ -41,11 +40,11 @@ def load_run(run_dir: str | Path, verbose: bool = True) -> LoadedRun:
     """Rebuild the model a run describes and load its best weights (exact keys required)."""
     run = require_run_dir(run_dir)
     cfg = load_config(run / "config.yaml")
-    label_map = LabelMap.from_json(run / "labels.json")
+    label_map = read_label_map(run / "labels.json")
     data_state = get_modality(cfg.task).load_state(run)
     backbone = build_configured_backbone(cfg, data_state, verbose=False)
     model = build_model(cfg, label_map.n_classes, [str(c) for c in label_map.classes], backbone=backbone,
-                        verbose=False)
+                        verbose=False, target=label_map.spec())
     state = read_state_dict(run / "checkpoints" / "best.safetensors")
     target = model.weights_state()
     report, _ = match_state_dict(target, state)
@@ -69,22 +68,21 @@ def evaluate_file(run_dir: str | Path, data: str | Path) -> dict[str, float]:
     loaded = load_run(run_dir)
     inputs = _inputs(loaded, data, require_labels=True)
     logits, labels = loaded.model.predict_logits(_progress(inputs.loader, "evaluate"))
-    proba = torch.softmax(logits, dim=-1).numpy()
-    return classification_metrics(labels.numpy(), proba, loaded.label_map.n_classes)
+    return loaded.model.target.metrics(labels.numpy(), loaded.model.decode(logits).numpy())
 
 
 def predict_file(run_dir: str | Path, data: str | Path) -> pd.DataFrame:
-    """Predicted label and one probability column per class, in input row order."""
+    """Predictions in input row order: the label and one probability column per class (classification), the
+    number(s) in the data's unit (regression), or one probability per task."""
     loaded = load_run(run_dir)
     inputs = _inputs(loaded, data, require_labels=False)
     logits, _ = loaded.model.predict_logits(_progress(inputs.loader, "predict"))
-    proba = torch.softmax(logits, dim=-1).numpy()
     out = pd.DataFrame({"row": inputs.rows})
-    out["prediction"] = loaded.label_map.decode(proba.argmax(1))
-    for i, name in enumerate(loaded.label_map.classes):
-        out[f"proba_{name}"] = proba[:, i]
+    for key, values in loaded.label_map.output_columns(loaded.model.decode(logits).numpy()).items():
+        out[key] = values
     if inputs.labels is not None:
-        out["label"] = loaded.label_map.decode(inputs.labels)
+        for key, values in loaded.label_map.label_columns(inputs.labels).items():
+            out[key] = values
     return out
 
 
@@ -101,7 +99,8 @@ def embed_file(run_dir: str | Path, data: str | Path, use_cache: bool = True) ->
     out = pd.DataFrame({"row": inputs.rows})
     out["embedding"] = list(feats)
     if inputs.labels is not None:
-        out["label"] = loaded.label_map.decode(inputs.labels)
+        for key, values in loaded.label_map.label_columns(inputs.labels).items():
+            out[key] = values
     return out
 
 

@@ -38,6 +38,7 @@ from headstart.experiments.report_html import (
     render_markdown,
 )
 from headstart.fileio import atomic_path, atomic_write_text
+from headstart.metrics.direction import lower_is_better
 from headstart.metrics.paired import compare_to_baseline, mean_std
 
 __all__ = ["write_compare_report"]
@@ -82,8 +83,7 @@ def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float:
     return mean_std(_values(rows, key))[0]
 
 
-def _lower_is_better(metric: str) -> bool:
-    return "loss" in metric
+_lower_is_better = lower_is_better
 
 
 def _resolve_metrics(done: list[dict[str, Any]], metric: str, extra_metrics: Sequence[str],
@@ -366,7 +366,9 @@ def write_compare_report(
     done = [r for r in all_rows if _is_done(r)]
     warns: list[str] = []
 
-    used, extras = _resolve_metrics(done, metric, extra_metrics, warns)
+    # OOD scores of the runs (an ood section in their config): each score's AUROC and FPR95 are shown too
+    ood = sorted({k for r in done for k in r if k.startswith("ood_") and k.endswith(("_auroc", "_fpr95"))})
+    used, extras = _resolve_metrics(done, metric, [*extra_metrics, *ood], warns)
     order = list(dict.fromkeys(r["strategy"] for r in all_rows))
     groups = {g: [r for r in done if r["strategy"] == g] for g in order}
     failed = {g: sum(1 for r in all_rows if r["strategy"] == g and not _is_done(r)) for g in order}

@@ -33,7 +33,7 @@ __all__ = ["ROW_KEYS", "StackResult", "load_bases", "run_stack"]
 
 # data keys that decide which rows a run sees: they must agree across the bases of a stack
 ROW_KEYS = ("train", "val", "test", "format", "column_names", "text_column", "text_pair_column", "label_column",
-            "image_column", "val_fraction", "test_fraction", "train_subset", "mix")
+            "label_columns", "image_column", "val_fraction", "test_fraction", "train_subset", "mix", "molecules")
 
 
 @dataclass
@@ -110,13 +110,22 @@ def run_stack(
     if splits.test is None:
         raise ConfigError("stack judges the meta-learner on a test split, but the base configs have none: set "
                           "data.test (a file) or data.test_fraction.")
+    kind = splits.label_map.kind
+    if kind == "multitask" or (kind == "regression" and splits.label_map.n_classes > 1):
+        raise ConfigError(f"stack combines class probabilities or one predicted number; the base configs predict "
+                          f"{splits.label_map.n_classes} {kind} targets ({', '.join(map(str, splits.label_map.classes))})"
+                          f", which it does not combine. Stack one target at a time, or compare the bases with "
+                          f"headstart compare.")
     y_train = modality.labels(splits.train)
-    counts = np.bincount(y_train, minlength=splits.label_map.n_classes)
-    if counts.min() < folds:
-        cls = splits.label_map.classes[int(counts.argmin())]
-        raise DataError(f"Class {cls!r} has {int(counts.min())} training rows, fewer than --folds {folds}: some fold "
-                        f"model would never see it. Use fewer folds or more training rows.")
-    fold_of = stratified_kfold(y_train, folds, split_seed)
+    if kind == "regression":
+        fold_of = np.random.default_rng(split_seed).permutation(len(y_train)) % folds  # seeded, sizes differ by <= 1
+    else:
+        counts = np.bincount(y_train, minlength=splits.label_map.n_classes)
+        if counts.min() < folds:
+            cls = splits.label_map.classes[int(counts.argmin())]
+            raise DataError(f"Class {cls!r} has {int(counts.min())} training rows, fewer than --folds {folds}: some "
+                            f"fold model would never see it. Use fewer folds or more training rows.")
+        fold_of = stratified_kfold(y_train, folds, split_seed)
     row_ids = modality.row_ids(splits.train)
     out = Path(output_dir)
     lock = RunLock(out, "stack directory").acquire()  # one stack per directory (its fold runs lock their own)
@@ -209,9 +218,10 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
             np.savez(fh, oof=o, test=t, row=row_ids, label=y_train)
     names = [n for n, _ in bases]
     extra = _frozen_embeddings(first, splits, split_seed) if embeddings else {}
+    regression = splits.label_map.kind == "regression"
     result = evaluate_stack(names, oof, test, y_train, y_test, splits.label_map.n_classes, seed=split_seed,
-                            extra_train=extra.get("train"), extra_test=extra.get("test"))
-    report = _report(result["rows"], names, meta, folds, split_seed, len(y_train), len(y_test), bases)
+                            extra_train=extra.get("train"), extra_test=extra.get("test"), regression=regression)
+    report = _report(result["rows"], names, meta, folds, split_seed, len(y_train), len(y_test), bases, regression)
     if embeddings:
         report += (f"\nThe meta-learners also saw the pretrained encoder features of base '{names[0]}' "
                    f"({extra['train'].shape[1]} columns per row).\n")
@@ -219,9 +229,10 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
     write_json(state_path, {**state, "runs": done, "started": started, "meta": meta, "folds": folds, "split_seed": split_seed,
                             "bases": {n: str(p) for (n, _), p in zip(bases, inputs, strict=True)},
                             "results": result["rows"]})
-    pred = pd.DataFrame({"row": modality.row_ids(splits.test), "label": [splits.label_map.classes[i] for i in y_test]})
+    pred = pd.DataFrame({"row": modality.row_ids(splits.test), **splits.label_map.label_columns(y_test)})
     for key, p in result["probas"].items():
-        pred[f"pred_{key}"] = [splits.label_map.classes[i] for i in p.argmax(1)]
+        outputs = splits.label_map.output_columns(p)
+        pred[f"pred_{key}"] = outputs["prediction"]
     with atomic_path(out / "test_predictions.csv") as tmp:
         pred.to_csv(tmp, index=False)
     return StackResult(out, result["rows"], {"stack.md": out / "stack.md", "stack.json": state_path,
@@ -253,7 +264,7 @@ def _read_fold(run: Path, expected_rows: np.ndarray, y_test: np.ndarray) -> tupl
         if not np.array_equal(h["row"], expected_rows):
             raise DataError(f"'{run}/predictions/holdout.npz' holds other rows than this fold's held-out rows; the "
                             f"fold run is stale. Delete '{run}' and run stack again.")
-        if not np.array_equal(t["label"], y_test):
+        if not np.array_equal(t["label"], y_test, equal_nan=t["label"].dtype.kind == "f"):
             raise DataError(f"'{run}/predictions/test.npz' has other test labels than the stack's test split; "
                             f"delete '{run}' and run stack again.")
         return h["proba"], t["proba"]
@@ -264,30 +275,37 @@ def _fmt(value: Any) -> str:
 
 
 def _report(rows: list[dict[str, Any]], names: list[str], meta: str, folds: int, split_seed: int, n_train: int,
-            n_test: int, bases: list[tuple[str, RunConfig]]) -> str:
-    binary = "auc" in rows[0]["test"]
-    head = "| model | test acc | test F1 (macro) |" + (" test AUC |" if binary else "") + " OOF acc |"
+            n_test: int, bases: list[tuple[str, RunConfig]], regression: bool = False) -> str:
+    if regression:  # (key, column title), the headline first; lower RMSE is better
+        columns, headline, unit, scale, sign = [("rmse", "test RMSE"), ("mae", "test MAE"), ("r2", "test R2")], \
+            "rmse", "RMSE", 1.0, -1.0
+        what = "random folds"
+    else:
+        binary = "auc" in rows[0]["test"]
+        columns = [("acc", "test acc"), ("f1", "test F1 (macro)"), *([("auc", "test AUC")] if binary else [])]
+        headline, unit, scale, sign, what = "acc", "accuracy points", 100.0, 1.0, "stratified folds"
     lines = ["# headstart stack", "",
-             f"{len(names)} base configs x {folds} stratified folds (split seed {split_seed}) on {n_train} training "
+             f"{len(names)} base configs x {folds} {what} (split seed {split_seed}) on {n_train} training "
              f"rows; every number below is on the {n_test}-row test split unless it says OOF. A base model's "
-             f"test probabilities are the mean of its {folds} fold models (the same inputs the stack gets).", "",
-             head, "|---|---|---|" + ("---|" if binary else "") + "---|"]
+             f"test predictions are the mean of its {folds} fold models (the same inputs the stack gets).", "",
+             "| model | " + " | ".join(title for _, title in columns) + f" | OOF {headline} |",
+             "|---|" + "---|" * (len(columns) + 1)]
     for r in rows:
-        t = r["test"]
-        cells = [r["model"], _fmt(t.get("acc")), _fmt(t.get("f1"))] + ([_fmt(t.get("auc"))] if binary else [])
-        cells.append(_fmt((r.get("oof") or {}).get("acc")))
+        cells = [r["model"], *(_fmt(r["test"].get(key)) for key, _ in columns),
+                 _fmt((r.get("oof") or {}).get(headline))]
         lines.append("| " + " | ".join(cells) + " |")
     base_rows = [r for r in rows if r["kind"] == "base"]
-    by_oof = max(base_rows, key=lambda r: r["oof"]["acc"])
-    by_test = max(base_rows, key=lambda r: r["test"]["acc"])
+    by_oof = max(base_rows, key=lambda r: sign * r["oof"][headline])
+    by_test = max(base_rows, key=lambda r: sign * r["test"][headline])
     average = next(r for r in rows if r["kind"] == "average")
     stack = next(r for r in rows if r["model"] == f"stack ({meta})")
-    delta = lambda a, b: 100 * (a["test"]["acc"] - b["test"]["acc"])  # noqa: E731
-    lines += ["", f"- Stack ({meta}) vs the best single base chosen on OOF accuracy ({by_oof['model']}): "
-                  f"{delta(stack, by_oof):+.2f} accuracy points on test.",
+    delta = lambda a, b: scale * (a["test"][headline] - b["test"][headline])  # noqa: E731
+    lines += ["", f"- Stack ({meta}) vs the best single base chosen on OOF {headline} ({by_oof['model']}): "
+                  f"{delta(stack, by_oof):+.4g} {unit} on test.",
               f"- Stack ({meta}) vs the best base on test ({by_test['model']}, an optimistic pick): "
-              f"{delta(stack, by_test):+.2f} points.",
-              f"- Stack ({meta}) vs the plain average of the bases: {delta(stack, average):+.2f} points.", "",
+              f"{delta(stack, by_test):+.4g} {unit}.",
+              f"- Stack ({meta}) vs the plain average of the bases: {delta(stack, average):+.4g} {unit}."
+              + (" (RMSE: negative is better.)" if regression else ""), "",
               "Bases:"]
     lines += [f"- `{n}`: strategy {c.strategy.name}, backbone {c.backbone.type} {c.backbone.name_or_path or ''}, "
               f"lr {c.optim.lr}, epochs {c.trainer.epochs}" for n, c in bases]

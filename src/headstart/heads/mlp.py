@@ -37,8 +37,8 @@ class MLPHead(nn.Module):
                 f"head.activation '{activation}' is unknown.{did_you_mean(activation, ACTIVATIONS)} "
                 f"Valid: {', '.join(ACTIVATIONS)}."
             )
-        if n_classes < 2:
-            raise ConfigError(f"n_classes must be at least 2 for classification, got {n_classes}.")
+        if n_classes < 1:
+            raise ConfigError(f"the head needs at least one output (classes, targets or tasks), got {n_classes}.")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"head.dropout must be in [0, 1), got {dropout}.")
         self.input_dim = int(input_dim)

@@ -1,4 +1,4 @@
-"""Losses: cross-entropy (class weights, label smoothing) and focal loss."""
+"""Losses: cross-entropy (class weights, label smoothing), focal loss, and masked regression / multi-task ones."""
 
 from __future__ import annotations
 
@@ -8,5 +8,6 @@ from headstart.losses.classification import (
     build_loss,
     resolve_class_weights,
 )
+from headstart.losses.masked import MaskedBCE, MaskedRegressionLoss
 
-__all__ = ["LOSSES", "FocalLoss", "build_loss", "resolve_class_weights"]
+__all__ = ["LOSSES", "FocalLoss", "MaskedBCE", "MaskedRegressionLoss", "build_loss", "resolve_class_weights"]

@@ -1,4 +1,4 @@
-"""Metrics: numpy classification metrics that match scikit-learn.
+"""Metrics: numpy classification, regression, multi-task and OOD metrics that match scikit-learn.
 
 Plots live in :mod:`headstart.metrics.plots` and are not imported here, so computing metrics in the
 training loop does not import matplotlib.
@@ -28,10 +28,12 @@ from headstart.metrics.ood import (
     ood_report,
     ood_scores,
 )
+from headstart.metrics.regression import average_precision, multitask_metrics, regression_metrics, spearman
 
 __all__ = [
     "MahalanobisScorer",
     "accuracy",
+    "average_precision",
     "classification_metrics",
     "confusion_matrix",
     "energy_score",
@@ -42,10 +44,13 @@ __all__ = [
     "max_logit_score",
     "mcc",
     "msp_score",
+    "multitask_metrics",
     "ood_metrics",
     "ood_report",
     "ood_scores",
     "precision_macro",
     "recall_macro",
+    "regression_metrics",
     "roc_auc_binary",
+    "spearman",
 ]

@@ -7,7 +7,8 @@ state a run directory must keep to read new files later (vocabularies, say), and
 ``evaluate`` / ``predict`` / ``embed``. Everything else (backbones, heads, strategies, the feature cache, the
 training loop) works on the backbone protocol and never sees the modality.
 
-Register a new one with :func:`register_modality`; a config names it through ``task``.
+Register a new one with :func:`register_modality`; a config names it through ``task``
+(``<modality>_classification`` or ``<modality>_regression``: ``kinds`` says which a plug-in reads).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Modality:
 
     name: str = ""
     task: str = ""
+    # what its label columns can hold: class labels and / or numbers (regression)
+    kinds: tuple[str, ...] = ("classification",)
 
     # ----- before anything runs ------------------------------------------------------------------------
     def check(self, cfg: RunConfig, training: bool = True) -> None:
@@ -90,6 +93,10 @@ class Modality:
 
             write_json(run / "data_state.json", state)
 
+    def write_splits(self, run: Path, splits: Any) -> None:
+        """Record which source rows went to which split (``splits/`` of the run), where the modality carves them
+        itself; by default nothing (the data files are the record)."""
+
     def load_state(self, run: Path) -> dict[str, Any] | None:
         import json
 
@@ -126,26 +133,31 @@ _BUILTIN_LOADED: list[bool] = []
 
 
 def register_modality(modality: Modality) -> Modality:
-    """Make ``modality`` reachable by its task name (``cfg.task``)."""
+    """Make ``modality`` reachable by its name (``cfg.task`` is ``<name>_<kind>``)."""
     if not modality.task or not modality.name:
         raise ValueError(f"{type(modality).__name__} needs a name and a task")
-    _REGISTRY[modality.task] = modality
+    _REGISTRY[modality.name] = modality
     return modality
 
 
 def modality_names() -> list[str]:
+    """Every task a registered plug-in reads (``text_classification``, ``molecule_regression``, ...)."""
     _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(f"{m.name}_{kind}" for m in _REGISTRY.values() for kind in m.kinds)
 
 
 def get_modality(task: str) -> Modality:
-    """The plug-in of ``task`` (``text_classification``, ``image_classification``, ...)."""
+    """The plug-in of ``task`` (``text_classification``, ``molecule_regression``, ...)."""
     _load_builtin()
-    try:
-        return _REGISTRY[task]
-    except KeyError:
-        raise ConfigError(f"task '{task}' has no modality plug-in; use one of {sorted(_REGISTRY)}."
-                          f"{did_you_mean(task, _REGISTRY)}") from None
+    name, _, kind = task.rpartition("_")
+    modality = _REGISTRY.get(name)
+    if modality is None or kind not in modality.kinds:
+        tasks = modality_names()
+        supported = (f" The {name} plug-in reads {', '.join(f'{name}_{k}' for k in modality.kinds)} only."
+                     if modality is not None else "")
+        raise ConfigError(f"task '{task}' has no modality plug-in.{supported} Use one of {tasks}."
+                          f"{did_you_mean(task, tasks)}")
+    return modality
 
 
 def _load_builtin() -> None:
@@ -154,5 +166,6 @@ def _load_builtin() -> None:
         return
     _BUILTIN_LOADED.append(True)
     import headstart.modalities.image
+    import headstart.modalities.molecule
     import headstart.modalities.sequence
     import headstart.modalities.text  # noqa: F401

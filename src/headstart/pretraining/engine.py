@@ -9,10 +9,14 @@ atomic last.ckpt every epoch, graceful SIGINT) -> best weights scored on val / t
 ``pretrained.safetensors`` + ``pretrained.json`` (encoder weights, architecture record, data state, objective)
 -> the encoder rebuilt as ``fit --pretrain`` builds it, loaded strictly from the export and compared with the
 trained one on a val batch -> curves + summary.json.
+
+:func:`check_objective_config` is the config check every self-supervised objective shares (the whole encoder
+trains, no classifier is loaded, the monitored metrics are the objective's own).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +29,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.backbones import Backbone
 from headstart.config import RunConfig, config_to_yaml
-from headstart.errors import CheckpointError, RunDirError
+from headstart.errors import CheckpointError, ConfigError, RunDirError
 from headstart.fileio import atomic_write_text, write_json
 from headstart.pretraining.module import ObjectiveModule, to_device
 from headstart.pretraining.objectives import PretrainResult
 from headstart.train.checkpoint import read_state_dict, sidecar_path
 
-__all__ = ["Prepared", "run_objective"]
+__all__ = ["Prepared", "check_objective_config", "run_objective"]
+
+log = logging.getLogger("headstart")
 
 
 @dataclass
@@ -61,6 +67,42 @@ class _EncoderExport:
 
     def weights_state(self) -> dict[str, torch.Tensor]:
         return self.module.encoder_state()
+
+
+def check_objective_config(cfg: RunConfig, metrics: dict[str, str]) -> None:
+    """Refuse what a self-supervised objective cannot use, all at once, then resolve ``trainer.monitor`` into
+    ``cfg``: ``metrics`` maps what the objective logs to its mode (``{"val_loss": "min", ...}``), the first is
+    the default monitor."""
+    name = cfg.objective.name
+    problems = []
+    if cfg.strategy.name != "full":
+        problems.append(f"strategy '{cfg.strategy.name}' freezes blocks of a classifier being fine-tuned, but "
+                        f"{name} pretraining trains the whole encoder: remove strategy (or set it to full)")
+    if cfg.pretrain:
+        problems.append(f"pretrain (--pretrain) loads a classifier's encoder before fine-tuning; to start {name} "
+                        f"from other weights, set backbone.checkpoint instead")
+    t, o = cfg.trainer, cfg.optim
+    logged = ", ".join(metrics)
+    if t.monitor not in metrics and "monitor" in t.model_fields_set:
+        problems.append(f"trainer.monitor is '{t.monitor}', but {name} logs {logged}")
+    if t.early_stopping is not None and t.early_stopping.monitor not in metrics:
+        problems.append(f"trainer.early_stopping.monitor is '{t.early_stopping.monitor}', but {name} logs {logged}")
+    if o.scheduler == "plateau" and o.plateau_monitor not in metrics:
+        problems.append(f"optim.plateau_monitor is '{o.plateau_monitor}', but {name} logs {logged}")
+    default = next(iter(metrics))
+    monitor = t.monitor if t.monitor in metrics else default
+    if "monitor_mode" in t.model_fields_set and t.monitor_mode != metrics[monitor]:
+        problems.append(f"trainer.monitor_mode is '{t.monitor_mode}', but {monitor} is better when "
+                        f"{'lower' if metrics[monitor] == 'min' else 'higher'} ({metrics[monitor]})")
+    if problems:
+        raise ConfigError(f"objective {name} cannot run this config: " + "; ".join(problems) + ". A fine-tuning "
+                          f"config reused for {name} usually needs: --set trainer.monitor={default} --set "
+                          f"trainer.monitor_mode={metrics[default]} (or remove those keys: {name} then monitors "
+                          f"{default}).")
+    if (t.monitor, t.monitor_mode) != (monitor, metrics[monitor]):  # written to config.yaml resolved
+        log.info("objective %s: trainer.monitor %s (%s) instead of the classifier's default %s.", name, monitor,
+                 metrics[monitor], t.monitor)
+        t.monitor, t.monitor_mode = monitor, metrics[monitor]
 
 
 def run_objective(cfg: RunConfig, prepare: Any, *, overwrite: bool, resume: bool, keep_last: bool,

@@ -20,6 +20,7 @@ from torch import nn
 
 from headstart.backbones import Backbone, check_layer_map
 from headstart.config import OptimConfig
+from headstart.metrics.direction import lower_is_better
 from headstart.optim import (
     GroupInfo,
     LRSchedule,
@@ -85,7 +86,7 @@ class ObjectiveModule(pl.LightningModule):
             scheduler=o.scheduler, encoder_lr=o.encoder_lr, encoder_lr_ratio=o.encoder_lr_ratio,
             layer_decay=o.layer_decay, min_lr_ratio=o.min_lr_ratio,
             plateau=PlateauState(factor=o.plateau_factor, patience=o.plateau_patience,
-                                 mode="min" if "loss" in o.plateau_monitor else "max"),
+                                 mode="min" if lower_is_better(o.plateau_monitor) else "max"),
         )
         if self._pending_schedule is not None:
             self.schedule.load_state_dict(self._pending_schedule)

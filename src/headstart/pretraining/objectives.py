@@ -6,7 +6,9 @@ and the modality's data state), the export ``fit --pretrain RUN_DIR`` loads what
 ``cfg.objective.name`` picks it:
 
 * ``supervised`` (every modality): today's path, ``fit`` on the labels followed by the export;
-* ``coles`` (event sequences, :mod:`headstart.pretraining.coles`): contrastive views of each entity's events.
+* ``coles`` (event sequences, :mod:`headstart.pretraining.coles`): contrastive views of each entity's events;
+* ``attribute_masking`` (molecules with the graph encoder, :mod:`headstart.pretraining.masking`): the features of
+  some atoms are masked and their elements predicted from the message-passing states (Hu et al., 2020).
 
 A new objective subclasses :class:`Objective` and calls :func:`register_objective`; pretrain, the CLI and the
 config check (``objective.name``) then know it. Built-in objectives are listed here by module so that config
@@ -81,7 +83,8 @@ class SupervisedObjective(Objective):
 
 _REGISTRY: dict[str, Objective] = {}
 # Built-in objectives: the module that registers each on import (imported on first use, not at validation).
-_BUILTIN = {"supervised": "headstart.pretraining.objectives", "coles": "headstart.pretraining.coles"}
+_BUILTIN = {"supervised": "headstart.pretraining.objectives", "coles": "headstart.pretraining.coles",
+            "attribute_masking": "headstart.pretraining.masking"}
 
 
 def register_objective(objective: Objective) -> Objective:

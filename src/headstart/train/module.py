@@ -28,11 +28,13 @@ from torch import nn
 from headstart.backbones import Backbone, as_backbone, check_layer_map
 from headstart.errors import ConfigError
 from headstart.heads import MarginHead, MLPHead
-from headstart.losses import build_loss, resolve_class_weights
-from headstart.metrics import classification_metrics, fisher_ratio
+from headstart.losses import resolve_class_weights
+from headstart.metrics import fisher_ratio
+from headstart.metrics.direction import lower_is_better
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
 from headstart.train.checkpoint import KeyReport, load_encoder_weights, read_linked
+from headstart.train.targets import make_target
 
 __all__ = ["FinetuneModule", "split_batch"]
 
@@ -50,7 +52,8 @@ def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
 
 
 class FinetuneModule(pl.LightningModule):
-    """Fine-tune ``backbone`` (alias ``seq_encoder``) with an MLP head on ``n_classes`` classes.
+    """Fine-tune ``backbone`` (alias ``seq_encoder``) with an MLP head on ``n_classes`` classes (or, with
+    ``target``, ``n_classes`` regression outputs / binary tasks: see :mod:`headstart.train.targets`).
 
     Checkpoints keep the encoder's weights but not how to build it: reload one with
     ``FinetuneModule.load_from_checkpoint(path, seq_encoder=encoder)`` (or ``backbone=encoder``), ``encoder``
@@ -100,8 +103,10 @@ class FinetuneModule(pl.LightningModule):
         class_weights: str | Sequence[float] | torch.Tensor | None = None,
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
+        huber_delta: float = 1.0,
         train_labels: Sequence[int] | np.ndarray | None = None,
         class_names: Sequence[str] | None = None,
+        target: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         encoder = backbone if backbone is not None else seq_encoder
@@ -120,6 +125,8 @@ class FinetuneModule(pl.LightningModule):
         self.backbone: Backbone = as_backbone(encoder, out_dim=out_dim)
         self.n_classes = int(n_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+        # classes (softmax), numbers (standardised regression) or binary tasks: loss, outputs and metrics
+        self.target = make_target(target, self.n_classes)
         if head_type == "mlp":
             self.head: nn.Module = MLPHead(self.backbone.out_dim, head_hidden_dims, self.n_classes, dropout,
                                            activation)
@@ -151,10 +158,10 @@ class FinetuneModule(pl.LightningModule):
             plateau_monitor=plateau_monitor, margin_lr=margin_lr,
         )
         self.loss_args = dict(name=loss, class_weights=class_weights, label_smoothing=float(label_smoothing),
-                              focal_gamma=float(focal_gamma))
+                              focal_gamma=float(focal_gamma), huber_delta=float(huber_delta))
         self.criterion: nn.Module | None = None
         if not (isinstance(class_weights, str) and train_labels is None):
-            self.criterion = build_loss(n_classes=self.n_classes, train_labels=train_labels, **self.loss_args)
+            self.criterion = self.target.build_loss(self.loss_args, train_labels)
             self._record_class_weights(train_labels)
         self.schedule: LRSchedule | None = None
         self.group_infos: list[GroupInfo] = []
@@ -229,7 +236,7 @@ class FinetuneModule(pl.LightningModule):
         if self.criterion is None:
             self._build_balanced_loss()
         assert self.criterion is not None
-        return self.criterion(logits.float(), labels)
+        return self.criterion(logits.float(), self.target.prepare(labels))
 
     def _build_balanced_loss(self) -> None:
         labels = None
@@ -238,14 +245,14 @@ class FinetuneModule(pl.LightningModule):
             if loader is None and self.trainer.datamodule is not None:
                 loader = self.trainer.datamodule.train_dataloader()
             labels = _labels_of(loader) if loader is not None else None
-        self.criterion = build_loss(n_classes=self.n_classes, train_labels=labels, **self.loss_args)
+        self.criterion = self.target.build_loss(self.loss_args, labels)
         self.criterion.to(self.device)
         self._record_class_weights(labels)
 
     def _record_class_weights(self, train_labels: Sequence[int] | np.ndarray | None) -> None:
         """Save "balanced" class weights as the values they resolved to: a reload has no training labels."""
         spec = self.loss_args["class_weights"]
-        if isinstance(spec, str) and train_labels is not None:
+        if isinstance(spec, str) and train_labels is not None and self.target.kind == "classification":
             self.hparams["class_weights"] = resolve_class_weights(spec, self.n_classes, train_labels).tolist()
 
     # ----- optimisation -------------------------------------------------------------------------
@@ -261,7 +268,7 @@ class FinetuneModule(pl.LightningModule):
             warmup_steps=int(warmup), scheduler=a["scheduler"], encoder_lr=a["encoder_lr"],
             encoder_lr_ratio=a["encoder_lr_ratio"], layer_decay=a["layer_decay"], min_lr_ratio=a["min_lr_ratio"],
             plateau=PlateauState(factor=a["plateau_factor"], patience=a["plateau_patience"],
-                                 mode="min" if "loss" in a["plateau_monitor"] else "max"),
+                                 mode="min" if lower_is_better(a["plateau_monitor"]) else "max"),
             margin_lr=a["margin_lr"],
         )
         return groups, schedule
@@ -312,9 +319,10 @@ class FinetuneModule(pl.LightningModule):
             raise ValueError("Training batches must carry labels ((x, y) pairs or a dict with 'labels').")
         logits = self(inputs, labels)
         loss = self._loss(logits, labels)
-        n = labels.numel()
+        n = len(labels)
         loss_d = loss.detach().float()
-        step = torch.stack([loss_d * n, (logits.detach().argmax(-1) == labels).sum().float(),
+        correct = self.target.correct(logits.detach(), labels)
+        step = torch.stack([loss_d * n, loss_d.new_zeros(()) if correct is None else correct,
                             torch.full((), float(n), device=loss_d.device)])  # a fill, not a host copy
         self._train_sums = step if self._train_sums is None else self._train_sums + step
         trainer = self._trainer
@@ -337,7 +345,8 @@ class FinetuneModule(pl.LightningModule):
             return
         loss_sum, correct, n = self._train_sums
         self.log("train_loss", (loss_sum / n).float(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
-        self.log("train_acc", (correct / n).float(), on_step=False, on_epoch=True, batch_size=1)
+        if self.target.has_accuracy:
+            self.log("train_acc", (correct / n).float(), on_step=False, on_epoch=True, batch_size=1)
         self._train_logged = True
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -355,10 +364,10 @@ class FinetuneModule(pl.LightningModule):
         if not outputs or self.trainer.sanity_checking:
             return
         metrics = self._metrics(outputs, "val_")
-        if embeddings:
+        if embeddings and self.target.kind == "classification":
             metrics["val_fisher"] = fisher_ratio(torch.cat(embeddings), torch.cat([o[1] for o in outputs]))
         for key, value in metrics.items():
-            self.log(key, value, prog_bar=key in ("val_acc", "val_loss"))
+            self.log(key, value, prog_bar=key in ("val_acc", "val_loss", "val_rmse", "val_auc"))
         if self.schedule is not None and self.schedule.on_validation(metrics.get(self.optim_args["plateau_monitor"])):
             log.info("plateau: LR scale reduced to %.3g", self.schedule.plateau.scale)
 
@@ -377,8 +386,11 @@ class FinetuneModule(pl.LightningModule):
     def _metrics(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], prefix: str) -> dict[str, float]:
         logits = torch.cat([o[0] for o in outputs])
         labels = torch.cat([o[1] for o in outputs])
-        proba = torch.softmax(logits, dim=-1).cpu().numpy()
-        return classification_metrics(labels.cpu().numpy(), proba, self.n_classes, prefix=prefix)
+        return self.target.metrics(labels.cpu().numpy(), self.decode(logits).cpu().numpy(), prefix=prefix)
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the outputs mean to a user: class probabilities, numbers in the data's unit, task probabilities."""
+        return self.target.decode(logits)
 
     # ----- checkpoint state (exact resume) ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -404,7 +416,7 @@ class FinetuneModule(pl.LightningModule):
                                                    where="The Lightning checkpoint being resumed")
         weight = checkpoint.get("state_dict", {}).get("criterion.weight")
         if self.criterion is None and weight is not None:  # "balanced" weights resolved during the saved run
-            self.criterion = build_loss(n_classes=self.n_classes, **{**self.loss_args, "class_weights": weight})
+            self.criterion = self.target.build_loss({**self.loss_args, "class_weights": weight}, None)
         self._pending_schedule_state = state.get("schedule")
         self._pending_train_sums = state.get("train_sums")
         if "trainable_blocks" in state:

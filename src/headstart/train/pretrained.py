@@ -120,8 +120,12 @@ def architecture_differences(recorded: dict[str, Any], current: dict[str, Any]) 
 HEAD_POLICIES = ("auto", "keep", "reset")
 
 
-def load_pretrained(model: Any, path: str | Path, verbose: bool = True, head: str = "auto") -> PretrainReport:
-    """Load a pretrained model's backbone (and head per ``head``: auto / keep / reset) into ``model``."""
+def load_pretrained(model: Any, path: str | Path, verbose: bool = True, head: str = "auto",
+                    targets: list[str] | None = None) -> PretrainReport:
+    """Load a pretrained model's backbone (and head per ``head``: auto / keep / reset) into ``model``.
+
+    ``targets``: the label column(s) this run learns; ``auto`` keeps the head only when the export learnt the same
+    ones (HIV's 0 / 1 and BBBP's 0 / 1 are the same class names but other labels)."""
     if head not in HEAD_POLICIES:
         raise CheckpointError(f"pretrain_head '{head}' is not one of {', '.join(HEAD_POLICIES)}.")
     path = Path(path)
@@ -150,7 +154,7 @@ def load_pretrained(model: Any, path: str | Path, verbose: bool = True, head: st
         head_loaded, notes = False, ["note: head re-initialised (pretrain_head: reset); only the backbone was loaded."]
     else:
         head_loaded, notes = _load_head(model.head, head_src, meta, list(getattr(model, "class_names", []) or []),
-                                       force=head == "keep")
+                                       force=head == "keep", targets=targets)
         if head == "keep" and not head_loaded:
             raise CheckpointError(f"pretrain_head is 'keep' but the head in '{path}' cannot be loaded: "
                                   f"{notes[0].removeprefix('note: ')} Use pretrain_head: auto (re-initialise it) or "
@@ -162,9 +166,13 @@ def load_pretrained(model: Any, path: str | Path, verbose: bool = True, head: st
 
 
 def _load_head(head: nn.Module, source: dict[str, torch.Tensor], meta: dict[str, Any] | None,
-               classes: list[str], force: bool = False) -> tuple[bool, list[str]]:
+               classes: list[str], force: bool = False, targets: list[str] | None = None) -> tuple[bool, list[str]]:
     if not source:
         return False, ["note: the checkpoint has no head; the head starts from scratch."]
+    src_targets = (meta or {}).get("targets")
+    if not force and src_targets and targets and list(src_targets) != list(targets):
+        return False, [f"note: head re-initialised: the checkpoint learnt {_short(src_targets)}, this run learns "
+                       f"{_short(targets)}; only the backbone was loaded (pretrain_head: keep loads it anyway)."]
     target = head.state_dict()
     fits = set(source) == set(target) and all(tuple(source[k].shape) == tuple(target[k].shape) for k in target)
     src_classes = [str(c) for c in (meta or {}).get("classes") or []]

@@ -13,7 +13,7 @@ from headstart.modalities import Modality, get_modality, modality_names
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "headstart"
 ALLOWED = {SRC / "config.py"}  # validation: which backbone types a task accepts
-BRANCH = re.compile(r"""task\s*[!=]=|(["'])(text|image|sequence)_classification\1|\bimage\s*=\s*(cfg|True|False)|is_image""")
+BRANCH = re.compile(r"""task\s*[!=]=|(["'])(text|image|sequence|molecule)_(classification|regression)\1|\bimage\s*=\s*(cfg|True|False)|is_image""")
 
 
 def test_no_task_branches_outside_the_modalities() -> None:
