@@ -572,6 +572,9 @@ class RunConfig(_Strict):
                              f"with your module), not '{self.backbone.type}'")
         if modality == "text" and self.backbone.type == "resnet":
             raise ValueError("backbone.type resnet encodes images: set task: image_classification (or auto)")
+        if self.data.label_columns is not None and modality != "molecule":
+            raise ValueError(f"data.label_columns (several targets) is read by molecule tasks; task {self.task} "
+                             f"reads one label column: set data.label_column")
         self._resolve_target_defaults()
         if self.ood is not None:
             if self.is_regression or (self.data.label_columns is not None and len(self.data.label_columns) > 1):

@@ -29,6 +29,7 @@ from headstart.data.event_tables import (
 )
 from headstart.data.labels import LabelMap
 from headstart.data.splits import stratified_split, stratified_subset
+from headstart.data.targets import RegressionTargets, strata
 from headstart.errors import ConfigError, DataError, format_choices
 from headstart.fileio import atomic_write_text
 
@@ -211,7 +212,9 @@ class EventSet(Dataset):
                             f"offset than ids. Build it with load_event_splits or read_events.")
         self.columns = dict(columns)
         self.fields = fields
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        # class indices (int64), or numbers of a regression run (float32)
+        self.labels = None if labels is None else np.asarray(
+            labels, dtype=np.float32 if np.asarray(labels).dtype.kind == "f" else np.int64)
         self.lengths = np.diff(self.offsets)
         self.preprocessing = dict(preprocessing) if preprocessing is not None else {"events": _FORMAT}
 
@@ -221,7 +224,7 @@ class EventSet(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
         events = {name: torch.from_numpy(values[start:stop]) for name, values in self.columns.items()}
-        label = None if self.labels is None else int(self.labels[index])
+        label = None if self.labels is None else self.labels[index].item()  # int class index, or float number
         return {"events": events, "label": label, "id": self.ids[index]}
 
     def subset(self, idx: np.ndarray | Sequence[int]) -> EventSet:
@@ -243,7 +246,7 @@ class EventSet(Dataset):
 
 def collate_events(items: Sequence[Mapping[str, Any]]) -> tuple[PaddedBatch, torch.Tensor | None]:
     """Pad a batch to its longest sequence with 0: ``(PaddedBatch(payload {field: [B, T]}, seq_lens), labels)``;
-    labels are a long tensor, or None when the items are unlabelled."""
+    labels are a long tensor (a float one for regression), or None when the items are unlabelled."""
     try:
         from ptls.data_load.padded_batch import PaddedBatch
     except ImportError:  # pragma: no cover - ptls is the 'sequences' extra
@@ -265,7 +268,8 @@ def collate_events(items: Sequence[Mapping[str, Any]]) -> tuple[PaddedBatch, tor
     if any(v is None for v in labels):
         raise DataError("collate_events got a batch mixing labelled and unlabelled entities; a dataset is either "
                         "labelled or not. Build it with load_event_splits or read_events(labelled=...).")
-    return PaddedBatch(payload, torch.tensor(lengths, dtype=torch.long)), torch.tensor(labels, dtype=torch.long)
+    dtype = torch.float32 if isinstance(labels[0], float | np.floating) else torch.long
+    return PaddedBatch(payload, torch.tensor(lengths, dtype=torch.long)), torch.tensor(labels, dtype=dtype)
 
 
 @dataclass
@@ -281,7 +285,8 @@ class EventSplits:
 
 
 def load_event_splits(data: DataConfig, seed: int, *, labelled: bool = True,
-                      encoders: EventEncoders | None = None) -> EventSplits:
+                      encoders: EventEncoders | None = None, regression: bool = False,
+                      standardize: bool = True) -> EventSplits:
     """Read, split, subsample, label-encode and encode the events of a run from a validated ``DataConfig``.
 
     Carved fractions are fractions of all training entities (test with ``seed``, val with ``seed + 1``,
@@ -289,6 +294,8 @@ def load_event_splits(data: DataConfig, seed: int, *, labelled: bool = True,
     training entities only. ``labelled`` False (self-supervised pretraining): no label is read or required,
     splits are carved at random and ``label_map`` is None. ``encoders`` (a pretrained encoder's) replace the
     ones fitted on the training split: its embedding rows mean their values, so the data must be encoded so.
+    ``regression``: the per-entity labels are numbers (splits stratified by their quantile bins; the map holds
+    the training split's mean / std).
     """
     events = _events_config(data)
     carved = (data.val_fraction if data.val is None else 0.0) + (data.test_fraction if data.test is None else 0.0)
@@ -314,15 +321,18 @@ def load_event_splits(data: DataConfig, seed: int, *, labelled: bool = True,
                                                      events.unmatched, True), strict=True))
     pool, n_file = tables["train"], len(tables["train"])
     if "test" not in tables and data.test_fraction > 0:
-        pool, tables["test"] = _carve(pool, data.test_fraction, n_file, seed, "test", data.train)
+        pool, tables["test"] = _carve(pool, data.test_fraction, n_file, seed, "test", data.train, regression)
     if "val" not in tables:
-        pool, tables["val"] = _carve(pool, data.val_fraction, n_file, seed + 1, "val", data.train)
+        pool, tables["val"] = _carve(pool, data.val_fraction, n_file, seed + 1, "val", data.train, regression)
     if data.train_subset is not None and data.train_subset < len(pool):
-        pool = pool.take(stratified_subset(_strata(pool), data.train_subset, seed + 2))
+        pool = pool.take(stratified_subset(_strata(pool, regression), data.train_subset, seed + 2))
     tables["train"] = pool
 
-    label_map = None
-    if labelled:
+    label_map: LabelMap | RegressionTargets | None = None
+    if labelled and regression:
+        label_map = RegressionTargets.from_labels(pool.labels, data.label_column, f"data.train ({data.train})",
+                                                  standardize=standardize)
+    elif labelled:
         train_where = f"data.train ({data.train})"
         label_map = LabelMap.from_labels(pool.labels, train_where)
         if label_map.n_classes < 2:
@@ -338,7 +348,7 @@ def load_event_splits(data: DataConfig, seed: int, *, labelled: bool = True,
 
 
 def read_events(data: DataConfig, path: str | os.PathLike[str], encoders: EventEncoders, labelled: bool, *,
-                label_map: LabelMap | None = None, labels: str | os.PathLike[str] | None = None,
+                label_map: LabelMap | RegressionTargets | None = None, labels: str | os.PathLike[str] | None = None,
                 where: str = "data.path") -> EventSet:
     """Read a new events file (evaluate / predict / embed) with the training encoders; unseen values -> OOV.
 
@@ -388,7 +398,7 @@ def _check_disjoint(tables: Mapping[str, EventTable]) -> None:
 
 
 def _carve(pool: EventTable, fraction: float, n_file: int, seed: int, name: str,
-           train: object) -> tuple[EventTable, EventTable]:
+           train: object, regression: bool = False) -> tuple[EventTable, EventTable]:
     """Take ``round(fraction * n_file)`` entities out of ``pool``, stratified by label; both sides non-empty."""
     count = int(np.floor(fraction * n_file + 0.5))
     key = f"data.{name}_fraction"
@@ -396,13 +406,14 @@ def _carve(pool: EventTable, fraction: float, n_file: int, seed: int, name: str,
         raise DataError(f"Carving the {name} split ({key}={fraction} of {n_file} entities = {count}) from data.train "
                         f"({train}) leaves an empty split ({len(pool)} entities are left to split). Change {key}, "
                         f"or give a separate file in data.{name}.")
-    rest, split = stratified_split(_strata(pool), count / len(pool), seed)
+    rest, split = stratified_split(_strata(pool, regression), count / len(pool), seed)
     return pool.take(rest), pool.take(split)
 
 
-def _strata(table: EventTable) -> np.ndarray:
-    """What splits are stratified by: the labels, or one stratum (a plain seeded draw) when unlabelled."""
-    return table.labels if table.labels is not None else np.zeros(len(table), dtype=np.int64)
+def _strata(table: EventTable, regression: bool = False) -> np.ndarray:
+    """What splits are stratified by: the labels (quantile bins of numbers), or one stratum (a plain seeded
+    draw) when unlabelled."""
+    return strata(table.labels, regression) if table.labels is not None else np.zeros(len(table), dtype=np.int64)
 
 
 def _reuse_encoders(given: EventEncoders, events: EventsConfig, train: EventTable) -> EventEncoders:
@@ -432,7 +443,7 @@ def _check_two_classes(table: EventTable, name: str, carved: bool) -> None:
                     f"metrics such as AUC and F1 need at least two. Fix: {fix}.")
 
 
-def _event_set(table: EventTable, encoders: EventEncoders, label_map: LabelMap | None) -> EventSet:
+def _event_set(table: EventTable, encoders: EventEncoders, label_map: LabelMap | RegressionTargets | None) -> EventSet:
     codes = None
     if label_map is not None:
         codes = label_map.encode(table.labels, f"{table.where} ({table.path}), labels")

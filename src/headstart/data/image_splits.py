@@ -17,6 +17,7 @@ import numpy as np
 from headstart.data.images import ImageArrays, read_images
 from headstart.data.labels import LabelMap
 from headstart.data.splits import stratified_split, stratified_subset
+from headstart.data.targets import RegressionTargets, strata
 from headstart.errors import DataError
 
 __all__ = ["ImageSplits", "load_image_splits", "take_rows"]
@@ -27,7 +28,7 @@ class ImageSplits:
     train: ImageArrays
     val: ImageArrays
     test: ImageArrays | None
-    label_map: LabelMap
+    label_map: LabelMap | RegressionTargets
     mixed_rows: int = 0  # rows of dataset A appended to train (mix)
     train_rows_b: int = 0  # rows of B in train
 
@@ -47,18 +48,19 @@ def _labelled(arrays: ImageArrays, where: str) -> ImageArrays:
 
 
 def _carve(pool: ImageArrays, fraction: float, n_file: int, seed: int, name: str,
-           train: object) -> tuple[ImageArrays, ImageArrays]:
+           train: object, regression: bool = False) -> tuple[ImageArrays, ImageArrays]:
     count = int(np.floor(fraction * n_file + 0.5))
     key = f"data.{name}_fraction"
     if count == 0 or count >= len(pool.x):
         raise DataError(f"Carving the {name} split ({key}={fraction} of {n_file} images = {count}) from data.train "
                         f"({train}) leaves an empty split. Change {key}, or give a separate file in data.{name}.")
-    rest, split = stratified_split(pool.y, count / len(pool.x), seed)
+    rest, split = stratified_split(strata(pool.y, regression), count / len(pool.x), seed)
     return take_rows(pool, rest), take_rows(pool, split)
 
 
-def load_image_splits(d: Any, seed: int) -> ImageSplits:
-    """Read and split the image data of a run from a validated ``DataConfig``."""
+def load_image_splits(d: Any, seed: int, regression: bool = False, standardize: bool = True) -> ImageSplits:
+    """Read and split the image data of a run from a validated ``DataConfig`` (``regression``: numeric labels,
+    splits stratified by their quantile bins, the map holding the training split's mean / std)."""
     pool = _labelled(read_images(d.train, image_column=d.image_column, label_column=d.label_column,
                                  where="data.train"), f"data.train ({d.train})")
     n_file = len(pool.x)
@@ -67,21 +69,26 @@ def load_image_splits(d: Any, seed: int) -> ImageSplits:
                                                          label_column=d.label_column, where="data.test"),
                                              f"data.test ({d.test})")
     elif d.test_fraction > 0:
-        pool, test = _carve(pool, d.test_fraction, n_file, seed, "test", d.train)
+        pool, test = _carve(pool, d.test_fraction, n_file, seed, "test", d.train, regression)
     else:
         test = None
     if d.val is not None:
         val = _labelled(read_images(d.val, image_column=d.image_column, label_column=d.label_column,
                                     where="data.val"), f"data.val ({d.val})")
     else:
-        pool, val = _carve(pool, d.val_fraction, n_file, seed + 1, "val", d.train)
+        pool, val = _carve(pool, d.val_fraction, n_file, seed + 1, "val", d.train, regression)
     if d.train_subset is not None and d.train_subset < len(pool.x):
-        pool = take_rows(pool, stratified_subset(pool.y, d.train_subset, seed + 2))
+        pool = take_rows(pool, stratified_subset(strata(pool.y, regression), d.train_subset, seed + 2))
     n_b, mixed = len(pool.x), 0
     if d.mix is not None:
         pool, mixed = _mix(pool, d.mix, d, seed + 3)
-    label_map = LabelMap.from_labels(pool.y.tolist(), f"data.train ({d.train})")
-    if label_map.n_classes < 2:
+    label_map: LabelMap | RegressionTargets
+    if regression:
+        label_map = RegressionTargets.from_labels(pool.y.tolist(), d.label_column, f"data.train ({d.train})",
+                                                  standardize=standardize)
+    else:
+        label_map = LabelMap.from_labels(pool.y.tolist(), f"data.train ({d.train})")
+    if label_map.n_classes < 2 and not regression:
         raise DataError(f"data.train ({d.train}) has one class in its {len(pool.x)} training images; a classifier "
                         f"needs two or more.")
     encoded = {}
@@ -89,7 +96,7 @@ def load_image_splits(d: Any, seed: int) -> ImageSplits:
         if arrays is None:
             continue
         codes = label_map.encode(arrays.y.tolist(), f"data.{name}")
-        encoded[name] = replace(arrays, y=np.asarray(codes, dtype=np.int64))
+        encoded[name] = replace(arrays, y=np.asarray(codes, dtype=np.float32 if regression else np.int64))
     return ImageSplits(encoded["train"], encoded["val"], encoded.get("test"), label_map, mixed, n_b)
 
 

@@ -112,10 +112,19 @@ def read_images(path: str | Path, *, labels: str | Path | None = None, image_col
                     f"subfolders of image files.")
 
 
+def label_values(values: np.ndarray) -> np.ndarray:
+    """Labels as stored: whole numbers as int64 (class ids saved as floats included), other numbers (regression
+    targets, or NaN for a missing label, which the label map reports) and text as they are."""
+    array = np.asarray(values)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
+        return array.astype(np.int64)
+    return array.astype(np.int64) if array.dtype.kind in "iub" else array
+
+
 def _read_npz(path: Path, where: str) -> ImageArrays:
     with np.load(path, allow_pickle=False) as data:
         keys = set(data.files)
-        y = data["y"].astype(np.int64) if "y" in keys else None
+        y = label_values(data["y"]) if "y" in keys else None
         if {"xa", "xb"} <= keys:
             xa, xb = _as_nchw(data["xa"], f"{where} xa"), _as_nchw(data["xb"], f"{where} xb")
             if xa.shape != xb.shape:
@@ -156,7 +165,7 @@ def _read_parquet(path: Path, image_column: str, label_column: str, where: str) 
         cells = [c["bytes"] for c in cells]
     images = [_decode(c, where) if isinstance(c, bytes | bytearray) else np.asarray(c) for c in cells]
     images = [np.stack(list(i)) if i.dtype == object else i for i in images]  # nested lists of rows
-    y = frame[label_column].to_numpy().astype(np.int64) if label_column in frame.columns else None
+    y = label_values(frame[label_column].to_numpy()) if label_column in frame.columns else None
     return ImageArrays(_stack(images, path, where), y)
 
 
@@ -243,5 +252,5 @@ class ImageDataset(Dataset):
             else {"pixel_values": self._image(a.x, index, epoch, 0)}
         )
         if self.labels is not None:
-            item["labels"] = int(self.labels[index])
+            item["labels"] = self.labels[index].item()  # int class index, or float number (regression)
         return item

@@ -26,7 +26,20 @@ from headstart.data.labels import LabelMap
 from headstart.errors import DataError
 from headstart.fileio import atomic_write_text
 
-__all__ = ["RegressionTargets", "TaskTargets", "read_label_map", "target_values"]
+__all__ = ["RegressionTargets", "TaskTargets", "read_label_map", "strata", "target_values"]
+
+_STRATA = 5  # quantile bins a numeric target is stratified by when splits are carved
+
+
+def strata(values: Any, regression: bool) -> np.ndarray:
+    """What a carved split keeps the proportions of: the class labels, or for numbers their quantile bin (so
+    val / test span the target's range like train does)."""
+    array = np.asarray(values)
+    if not regression:
+        return array
+    numbers = pd.to_numeric(pd.Series(array.reshape(-1)), errors="coerce").to_numpy(dtype=np.float64)
+    edges = np.nanquantile(numbers, np.linspace(0, 1, _STRATA + 1)[1:-1]) if np.isfinite(numbers).any() else []
+    return np.where(np.isnan(numbers), -1, np.searchsorted(edges, numbers, side="right"))
 
 
 def target_values(frame: pd.DataFrame, columns: Sequence[str], where: str, rows: Sequence[int] | None = None,
@@ -87,6 +100,22 @@ class RegressionTargets:
         std = np.where(std > 0, std, 1.0)  # a constant target: nothing to scale
         return cls([str(n) for n in names], mean.tolist(), std.tolist(), bool(standardize))
 
+    @classmethod
+    def from_labels(cls, values: Any, name: str, where: str = "data.train", rows: Sequence[int] | None = None,
+                    standardize: bool = True) -> RegressionTargets:
+        """One numeric label column of the training rows (readers of text, images and event sequences)."""
+        numbers = target_values(pd.DataFrame({name: list(values)}), [name], where, rows)
+        _refuse_missing(numbers, where, rows)
+        return cls.from_values([name], numbers, standardize, where)
+
+    def encode(self, values: Any, where: str = "data.val", rows: Sequence[int] | None = None) -> np.ndarray:
+        """A numeric label column as float32 ``[N]`` (one target; empty or non-numeric cells are errors)."""
+        if len(self) != 1:
+            raise DataError(f"{where}: encode reads one label column, but the run has {len(self)} targets.")
+        numbers = target_values(pd.DataFrame({self.classes[0]: list(values)}), self.classes, where, rows)
+        _refuse_missing(numbers, where, rows)
+        return numbers[:, 0]
+
     def output_columns(self, values: np.ndarray) -> dict[str, Any]:
         """``predict``'s columns: ``prediction`` (one target) or ``prediction_<target>``, in the data's unit."""
         if len(self) == 1:
@@ -108,6 +137,16 @@ class RegressionTargets:
         payload = {"kind": "regression", "targets": self.classes, "mean": self.mean, "std": self.std,
                    "standardize": self.standardize}
         atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _refuse_missing(numbers: np.ndarray, where: str, rows: Sequence[int] | None) -> None:
+    missing = np.flatnonzero(np.isnan(numbers).any(axis=1))
+    if len(missing):
+        source = np.asarray(rows)[missing] if rows is not None else missing
+        shown = ", ".join(str(int(r) + 1) for r in source[:5])
+        raise DataError(f"{where} has {len(missing)} row(s) with an empty label (data rows {shown}"
+                        f"{', ...' if len(missing) > 5 else ''}, counting from 1 after the header); every labelled row "
+                        f"needs a number. Fill them in or delete those rows.")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from headstart.data.labels import LabelMap
 from headstart.data.readers import read_table
 from headstart.data.splits import stratified_split, stratified_subset
+from headstart.data.targets import RegressionTargets, strata
 from headstart.errors import ConfigError, DataError, did_you_mean, format_choices
 
 __all__ = [
@@ -43,7 +44,7 @@ class TextSplits:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame | None
-    label_map: LabelMap
+    label_map: LabelMap | RegressionTargets
 
 
 def load_text_splits(
@@ -60,12 +61,16 @@ def load_text_splits(
     seed: int = 42,
     fmt: str = "auto",
     column_names: Sequence[str] | None = None,
+    regression: bool = False,
+    standardize: bool = True,
 ) -> TextSplits:
-    """Read, split, subsample and label-encode the data of a text classification run.
+    """Read, split, subsample and label-encode the data of a text classification (or regression) run.
 
     Carved fractions are fractions of the whole training file (0.1 + 0.1 gives 80/10/10), taken with a
     stratified, seeded split; ``train_subset`` then subsamples the remaining training rows only. The label
-    map is built from the final training rows, so a validation label unseen in training is an error.
+    map is built from the final training rows, so a validation label unseen in training is an error. With
+    ``regression`` the labels are numbers (float32; splits stratified by quantile bins of the target) and the
+    map holds the training split's mean / std (:class:`~headstart.data.targets.RegressionTargets`).
     """
     _check_settings(val, test, val_fraction, test_fraction, train_subset)
     columns = {"data.text_column": text_column, "data.label_column": label_column}
@@ -75,14 +80,21 @@ def load_text_splits(
 
     pool = _read_split(train, fmt, "data.train", columns, column_names)
     train_where = f"data.train ({train}), column '{label_column}'"
-    LabelMap.from_labels(pool["label"], train_where, rows=pool["row"].to_numpy())  # empty labels, whole file
+
+    def label_map_of(frame: pd.DataFrame) -> LabelMap | RegressionTargets:
+        rows = frame["row"].to_numpy()
+        if regression:
+            return RegressionTargets.from_labels(frame["label"], label_column, train_where, rows, standardize)
+        return LabelMap.from_labels(frame["label"], train_where, rows=rows)
+
+    label_map_of(pool)  # empty (or, for regression, non-numeric) labels anywhere in the file
     n_file = len(pool)
 
     if test is not None:
         test_raw: pd.DataFrame | None = _read_split(test, fmt, "data.test", columns, column_names)
         test_where = f"data.test ({test}), column '{label_column}'"
     elif test_fraction > 0:
-        pool, test_raw = _carve(pool, test_fraction, n_file, seed, "test", train)
+        pool, test_raw = _carve(pool, test_fraction, n_file, seed, "test", train, regression)
         test_where = (
             f"the test split carved from data.train ({train}) with data.test_fraction={test_fraction}"
         )
@@ -93,15 +105,15 @@ def load_text_splits(
         val_raw = _read_split(val, fmt, "data.val", columns, column_names)
         val_where = f"data.val ({val}), column '{label_column}'"
     else:
-        pool, val_raw = _carve(pool, val_fraction, n_file, seed + 1, "val", train)
+        pool, val_raw = _carve(pool, val_fraction, n_file, seed + 1, "val", train, regression)
         val_where = f"the val split carved from data.train ({train}) with data.val_fraction={val_fraction}"
 
     if train_subset is not None and train_subset < len(pool):
-        keep = stratified_subset(_label_array(pool), train_subset, seed + 2)
+        keep = stratified_subset(strata(pool["label"], regression), train_subset, seed + 2)
         pool = pool.iloc[keep].reset_index(drop=True)
 
-    label_map = LabelMap.from_labels(pool["label"], train_where, rows=pool["row"].to_numpy())
-    if label_map.n_classes < 2:
+    label_map = label_map_of(pool)
+    if isinstance(label_map, LabelMap) and label_map.n_classes < 2:
         raise DataError(
             f"{train_where} has only one class ({label_map.classes[0]!r}) in its {len(pool)} training rows: "
             f"cannot train a classifier on one class. Check that data.label_column names the label column, "
@@ -114,7 +126,7 @@ def load_text_splits(
     for name, (frame, where, carved) in splits.items():
         frame = frame.copy()
         frame["label"] = label_map.encode(frame["label"], where, rows=frame["row"].to_numpy())
-        if name != "train":
+        if name != "train" and isinstance(label_map, LabelMap):
             _check_two_classes(frame, name, where, carved, label_map)
         encoded[name] = frame.reset_index(drop=True)
     return TextSplits(encoded["train"], encoded["val"], encoded.get("test"), label_map)
@@ -126,7 +138,7 @@ def load_text_frame(
     text_column: str,
     text_pair_column: str | None = None,
     label_column: str | None = None,
-    label_map: LabelMap | None = None,
+    label_map: LabelMap | RegressionTargets | None = None,
     fmt: str = "auto",
     require_labels: bool = False,
     where: str = "data.path",
@@ -187,14 +199,17 @@ class TextClassificationDataset(Dataset):
         else:
             self.input_ids, self.token_type_ids = _tokenize(tokenizer, texts, pairs, max_length)
             self.input_ids_b, self.token_type_ids_b = None, None
-        self.labels: list[int] | None = None
+        self.labels: list[int] | list[float] | None = None
         if "label" in frame.columns:
-            if not pd.api.types.is_integer_dtype(frame["label"]):
+            if pd.api.types.is_float_dtype(frame["label"]):  # regression targets (RegressionTargets.encode)
+                self.labels = frame["label"].to_numpy(dtype=np.float32).tolist()
+            elif not pd.api.types.is_integer_dtype(frame["label"]):
                 raise DataError(
                     f"The 'label' column given to TextClassificationDataset holds {frame['label'].dtype} values, "
                     f"not class indices. Encode it first with LabelMap.encode (load_text_splits does this)."
                 )
-            self.labels = frame["label"].to_numpy(dtype=np.int64).tolist()
+            else:
+                self.labels = frame["label"].to_numpy(dtype=np.int64).tolist()
         self.lengths = np.array([len(ids) for ids in self.input_ids], dtype=np.int64)
         if self.input_ids_b is not None:  # a pair batch costs its longer side
             self.lengths = np.maximum(self.lengths, [len(ids) for ids in self.input_ids_b])
@@ -315,11 +330,11 @@ class TextCollator:
         if features and "a" in features[0]:  # Siamese pairs: each side padded to its own longest item
             batch: dict[str, Any] = {side: self._pad([f[side] for f in features]) for side in ("a", "b")}
             if "labels" in features[0]:
-                batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+                batch["labels"] = _label_tensor([f["labels"] for f in features])
             return batch
         batch = self._pad(features)
         if features and "labels" in features[0]:
-            batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+            batch["labels"] = _label_tensor([f["labels"] for f in features])
         return batch
 
     def _pad(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -445,8 +460,15 @@ def _clean_text(series: pd.Series, where: str, column: str) -> pd.Series:
     return pd.Series([v if isinstance(v, str) else str(v) for v in values], index=series.index, dtype=str)
 
 
+def _label_tensor(values: Sequence[Any]) -> torch.Tensor:
+    """Class indices as int64, regression targets as float32."""
+    if values and isinstance(values[0], float):
+        return torch.tensor(values, dtype=torch.float32)
+    return torch.tensor([int(v) for v in values], dtype=torch.long)
+
+
 def _carve(
-    pool: pd.DataFrame, fraction: float, n_file: int, seed: int, name: str, train: object
+    pool: pd.DataFrame, fraction: float, n_file: int, seed: int, name: str, train: object, regression: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Take ``round(fraction * n_file)`` stratified rows out of ``pool``; both parts must stay non-empty."""
     count = int(np.floor(fraction * n_file + 0.5))
@@ -461,7 +483,7 @@ def _carve(
             f"Carving the {name} split ({key}={fraction}, {count} rows) from data.train ({train}) would leave "
             f"no training rows out of {len(pool)}. Lower {key}, or give a separate file in data.{name}."
         )
-    rest, split = stratified_split(_label_array(pool), count / len(pool), seed)
+    rest, split = stratified_split(strata(pool["label"], regression), count / len(pool), seed)
     return pool.iloc[rest].reset_index(drop=True), pool.iloc[split].reset_index(drop=True)
 
 
@@ -479,11 +501,6 @@ def _check_two_classes(frame: pd.DataFrame, name: str, where: str, carved: bool,
         f"{where} has only one class ({only!r}) in its {len(frame)} rows; metrics such as AUC and F1 need at "
         f"least two classes. Fix: {fix}."
     )
-
-
-def _label_array(frame: pd.DataFrame) -> np.ndarray:
-    """Raw labels as a numpy array for stratification."""
-    return frame["label"].to_numpy()
 
 
 def _is_number(text: str) -> bool:

@@ -69,11 +69,12 @@ class ImageModality(Modality):
     """Rows are ``ImageArrays`` (x [N, C, H, W] or pairs xa / xb, y)."""
 
     name, task = "image", "image_classification"
+    kinds = ("classification", "regression")
 
     def load_splits(self, cfg: RunConfig, seed: int) -> Any:
         from headstart.data.image_splits import load_image_splits
 
-        return load_image_splits(cfg.data, seed)
+        return load_image_splits(cfg.data, seed, regression=cfg.is_regression, standardize=cfg.loss.standardize)
 
     def settle(self, cfg: RunConfig, splits: Any) -> None:
         resolve_pair(cfg, splits.train.is_pairs, image=True)
@@ -118,7 +119,7 @@ class ImageModality(Modality):
                             f"like its training data ({loaded.cfg.data.train}).")
         labels = None
         if arrays.y is not None:
-            labels = np.asarray(loaded.label_map.encode(arrays.y.tolist(), f"--data ({path})"), dtype=np.int64)
+            labels = np.asarray(loaded.label_map.encode(arrays.y.tolist(), f"--data ({path})"))
             arrays = replace(arrays, y=labels)
         elif require_labels:
             raise DataError(f"--data '{path}' has no labels, so it cannot be scored: idx images need their labels "

@@ -27,14 +27,16 @@ __all__ = ["SequenceModality"]
 
 class SequenceModality(Modality):
     name, task = "sequence", "sequence_classification"
+    kinds = ("classification", "regression")
 
     def load_splits(self, cfg: RunConfig, seed: int) -> Any:
         from headstart.data.events import load_event_splits
 
-        return load_event_splits(cfg.data, seed, encoders=_pretrained_encoders(cfg))
+        return load_event_splits(cfg.data, seed, encoders=_pretrained_encoders(cfg), regression=cfg.is_regression,
+                                 standardize=cfg.loss.standardize)
 
     def labels(self, rows: Any) -> np.ndarray:
-        return np.asarray(rows.labels, dtype=np.int64)
+        return np.asarray(rows.labels)  # class indices, or numbers of a regression run
 
     def row_ids(self, rows: Any) -> np.ndarray:
         return np.asarray(rows.rows, dtype=np.int64)

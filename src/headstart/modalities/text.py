@@ -39,6 +39,7 @@ class TextModality(Modality):
     """Rows are frames with columns text, [text_pair], label (int64), row (the file's row number)."""
 
     name, task = "text", "text_classification"
+    kinds = ("classification", "regression")
 
     def check(self, cfg: RunConfig, training: bool = True) -> None:
         if training and cfg.backbone.type != "hf":
@@ -58,6 +59,7 @@ class TextModality(Modality):
             train=d.train, val=d.val, test=d.test, text_column=d.text_column, label_column=d.label_column,
             text_pair_column=d.text_pair_column, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
             train_subset=d.train_subset, seed=seed, fmt=d.format, column_names=d.column_names,
+            regression=cfg.is_regression, standardize=cfg.loss.standardize,
         )
 
     def labels(self, rows: pd.DataFrame) -> np.ndarray:
