@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from headstart.data.molecules import check_labels
 from headstart.errors import ConfigError, DataError
 from headstart.fileio import atomic_path
 
@@ -370,22 +371,6 @@ def _crop(smiles: str, atoms: np.ndarray, coordinates: np.ndarray, max_atoms: in
     return atoms[keep], coordinates[keep]
 
 
-def _check_labels(labels: Any, n: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim == 1:
-        if labels.dtype.kind not in "iub":
-            raise DataError(f"UniMolDataset: 1-D labels are class indices (int64), got dtype {labels.dtype}; pass "
-                            f"numeric targets as float32 [N, T] (e.g. labels.reshape(-1, 1)), NaN = missing.")
-        labels = labels.astype(np.int64)
-    elif labels.ndim == 2:
-        labels = labels.astype(np.float32)
-    else:
-        raise DataError(f"UniMolDataset: labels must be int64 [N] or float32 [N, T], got shape {labels.shape}.")
-    if len(labels) != n:
-        raise DataError(f"UniMolDataset got {n} SMILES but {len(labels)} labels; expected one label row each.")
-    return labels
-
-
 class UniMolDataset(Dataset):
     """One item per molecule: ``(features, label)``; features are unimol-tools' numpy inputs (``src_tokens``,
     ``src_distance``, ``src_coord``, ``src_edge_type``), label an int (classes), a float32 tensor [T] (targets,
@@ -437,7 +422,7 @@ class UniMolDataset(Dataset):
         self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(self.rows) != n:
             raise DataError(f"UniMolDataset got {n} SMILES but {len(self.rows)} rows; expected one row each.")
-        self.labels = None if labels is None else _check_labels(labels, n)
+        self.labels = None if labels is None else check_labels(labels, n, "UniMolDataset")
         self.dictionary = dictionary
         self.pad_idx = int(dictionary.pad())
         self.max_atoms = int(preprocessing["max_atoms"])

@@ -312,7 +312,7 @@ class MoleculeDataset(Dataset):
         self.rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(self.rows) != n:
             raise DataError(f"MoleculeDataset got {n} SMILES but {len(self.rows)} rows; expected one row each.")
-        self.labels = None if labels is None else _check_labels(labels, n)
+        self.labels = None if labels is None else check_labels(labels, n)
         self.lengths = np.asarray([g.num_nodes for g in self.graphs], dtype=np.int64)
         self.preprocessing = dict(preprocessing) if preprocessing is not None else {
             "molecules": _FORMAT, "featurizer": FEATURIZER_VERSION,
@@ -347,19 +347,20 @@ class MoleculeDataset(Dataset):
         return array_digest(np.frombuffer(described, dtype=np.uint8), np.frombuffer(smiles, dtype=np.uint8))
 
 
-def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+def check_labels(labels: Any, n: int, what: str = "MoleculeDataset") -> np.ndarray:
+    """Labels of ``n`` molecules as int64 ``[N]`` (class indices) or float32 ``[N, T]`` (targets, NaN = missing)."""
     labels = np.asarray(labels)
     if labels.ndim == 1:
         if labels.dtype.kind not in "iub":
-            raise DataError(f"MoleculeDataset: 1-D labels are class indices (int64), got dtype {labels.dtype}; pass "
+            raise DataError(f"{what}: 1-D labels are class indices (int64), got dtype {labels.dtype}; pass "
                             f"numeric targets as float32 [N, T] (e.g. labels.reshape(-1, 1)), NaN = missing.")
         labels = labels.astype(np.int64)
     elif labels.ndim == 2:
         labels = labels.astype(np.float32)
     else:
-        raise DataError(f"MoleculeDataset: labels must be int64 [N] or float32 [N, T], got shape {labels.shape}.")
+        raise DataError(f"{what}: labels must be int64 [N] or float32 [N, T], got shape {labels.shape}.")
     if len(labels) != n:
-        raise DataError(f"MoleculeDataset got {n} SMILES but {len(labels)} labels; expected one label row each.")
+        raise DataError(f"{what} got {n} SMILES but {len(labels)} labels; expected one label row each.")
     return labels
 
 

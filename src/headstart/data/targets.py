@@ -69,15 +69,10 @@ def target_values(frame: pd.DataFrame, columns: Sequence[str], where: str, rows:
     return out
 
 
-@dataclass
-class RegressionTargets:
-    """Names of the numeric targets and the training split's mean / std of each (for standardising)."""
+class _Outputs:
+    """``classes`` names the model's outputs; ``n_classes`` counts them (the head's width)."""
 
     classes: list[str]
-    mean: list[float]
-    std: list[float]
-    standardize: bool = True
-    kind = "regression"
 
     @property
     def n_classes(self) -> int:
@@ -85,6 +80,17 @@ class RegressionTargets:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+@dataclass
+class RegressionTargets(_Outputs):
+    """Names of the numeric targets and the training split's mean / std of each (for standardising)."""
+
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+    standardize: bool = True
+    kind = "regression"
 
     @classmethod
     def from_values(cls, names: Sequence[str], values: np.ndarray, standardize: bool = True,
@@ -150,18 +156,11 @@ def _refuse_missing(numbers: np.ndarray, where: str, rows: Sequence[int] | None)
 
 
 @dataclass
-class TaskTargets:
+class TaskTargets(_Outputs):
     """Several binary tasks per row (ClinTox: FDA approval and clinical-trial toxicity); one sigmoid each."""
 
     classes: list[str]
     kind = "multitask"
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.classes)
 
     @classmethod
     def from_values(cls, names: Sequence[str], values: np.ndarray, where: str = "data.train") -> TaskTargets:

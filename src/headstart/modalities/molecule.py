@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from headstart.backbones import Backbone
     from headstart.config import RunConfig
 
-__all__ = ["MoleculeModality", "MoleculeSplits"]
+__all__ = ["MoleculeModality", "MoleculeSplits", "carve_rows"]
 
 log = logging.getLogger("headstart")
 
@@ -54,7 +54,7 @@ class MoleculeModality(Modality):
         train = read_molecules(d.train, d, "data.train")
         tables = {"val": read_molecules(d.val, d, "data.val") if d.val else None,
                   "test": read_molecules(d.test, d, "data.test") if d.test else None}
-        idx, report = _carve(cfg, train, tables, seed)
+        idx, report = carve_rows(cfg, train, tables, seed)
         if d.train_subset is not None and d.train_subset < len(idx["train"]):
             keep = np.random.default_rng(seed).choice(len(idx["train"]), d.train_subset, replace=False)
             idx["train"] = np.sort(idx["train"][keep])
@@ -145,7 +145,7 @@ def _target_columns(cfg: RunConfig) -> list[str]:
     return list(cfg.data.label_columns or [cfg.data.label_column])
 
 
-def _carve(cfg: RunConfig, train: Any, tables: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict]:
+def carve_rows(cfg: RunConfig, train: Any, tables: dict[str, Any], seed: int) -> tuple[dict[str, np.ndarray], dict]:
     """Indices of data.train's rows per split (val / test only when no file gives them) and the split report."""
     from headstart.data import molecule_splits as ms
 

@@ -144,7 +144,7 @@ def load_unlabelled_molecules(cfg: RunConfig, seed: int) -> MoleculeSplits:
     """data.train / val / test read without their targets and split as ``fit`` splits them (data.molecules.split,
     the fractions, data.train_subset); every ``label_map`` is None."""
     from headstart.data.molecules import MoleculeDataset, featurize_all, read_molecules
-    from headstart.modalities.molecule import MoleculeSplits, _carve
+    from headstart.modalities.molecule import MoleculeSplits, carve_rows
 
     d = cfg.data
     train = read_molecules(d.train, d, "data.train", require_targets=False)
@@ -155,7 +155,7 @@ def load_unlabelled_molecules(cfg: RunConfig, seed: int) -> MoleculeSplits:
                           f"'{d.label_column}', which data.train ('{d.train}') does not have; attribute_masking "
                           f"reads no labels: use split scaffold or random.")
     # the molecule modality's carve (scaffold / random / stratified / column, fractions, empty-split checks)
-    idx, report = _carve(cfg, train, tables, seed)
+    idx, report = carve_rows(cfg, train, tables, seed)
     parts: dict[str, Any] = {}
     for name in ("train", "val", "test"):
         table, rows = (train, idx[name]) if name in idx else (tables[name], None)
