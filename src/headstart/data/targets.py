@@ -26,7 +26,7 @@ from headstart.data.labels import LabelMap
 from headstart.errors import DataError
 from headstart.fileio import atomic_write_text
 
-__all__ = ["RegressionTargets", "TaskTargets", "read_label_map", "strata", "target_values"]
+__all__ = ["RegressionTargets", "TaskTargets", "describe_targets", "read_label_map", "strata", "target_values"]
 
 _STRATA = 5  # quantile bins a numeric target is stratified by when splits are carved
 
@@ -205,3 +205,13 @@ def read_label_map(path: str | os.PathLike[str]) -> LabelMap | RegressionTargets
         raise DataError(f"The target description '{source}' ({kind}) is incomplete: {str(payload)[:120]!r}. Restore "
                         f"labels.json from the run directory.") from None
     return LabelMap.from_json(source)
+
+
+def describe_targets(label_map: Any) -> str:
+    """``2 classes``, ``1 regression target (logS)``, ``2 binary tasks``: what the head predicts."""
+    n, kind = label_map.n_classes, getattr(label_map, "kind", "classification")
+    if kind == "regression":
+        return f"{n} regression target{'s' if n != 1 else ''} ({', '.join(map(str, label_map.classes))})"
+    if kind == "multitask":
+        return f"{n} binary tasks ({', '.join(map(str, label_map.classes))})"
+    return f"{n} classes"

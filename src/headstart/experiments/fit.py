@@ -27,6 +27,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
+from headstart.data.targets import describe_targets
 from headstart.errors import CheckpointError, ConfigError, RunDirError
 from headstart.experiments.build import (
     EpochSeed,
@@ -57,7 +58,7 @@ from headstart.train.progress import EpochLine, EpochProgressBar, StepLR
 from headstart.train.weight_store import default_weights_dir, store_frozen_weights
 
 __all__ = [
-    "FitResult", "build_model_for_splits", "describe_targets", "format_cache_info", "load_splits", "run_fit",
+    "FitResult", "build_model_for_splits", "format_cache_info", "load_splits", "run_fit",
     "save_predictions",
 ]
 
@@ -325,16 +326,6 @@ def score_ood(run: Path, cfg: RunConfig) -> dict[str, dict[str, float]]:
     id_data, ood_data = (o.id_data, o.ood_data) if o.id_data else (run / "splits" / "id_test.csv",
                                                                   run / "splits" / "test.csv")
     return evaluate_ood(run, id_data, ood_data, temperature=o.temperature, ridge=o.ridge)["metrics"]
-
-
-def describe_targets(label_map: Any) -> str:
-    """``2 classes``, ``1 regression target (logS)``, ``2 binary tasks``: what the head predicts."""
-    n, kind = label_map.n_classes, getattr(label_map, "kind", "classification")
-    if kind == "regression":
-        return f"{n} regression target{'s' if n != 1 else ''} ({', '.join(map(str, label_map.classes))})"
-    if kind == "multitask":
-        return f"{n} binary tasks ({', '.join(map(str, label_map.classes))})"
-    return f"{n} classes"
 
 
 def load_splits(cfg: RunConfig, split_seed: int) -> Any:

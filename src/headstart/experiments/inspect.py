@@ -93,7 +93,13 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
                    f"gives {data.describe()})")
     else:
         lr_line = f"LR column: {data.describe()}"
-    notes = [lr_line, f"Head: {label_map.n_classes} classes from the training split ({format_choices(class_names)})"]
+    if getattr(label_map, "kind", "classification") == "classification":
+        head = f"{label_map.n_classes} classes from the training split ({format_choices(class_names)})"
+    else:
+        from headstart.data.targets import describe_targets
+
+        head = f"{describe_targets(label_map)}, from the training split"
+    notes = [lr_line, f"Head: {head}"]
     return format_inspect(model, cfg.trainer.epochs, steps_per_epoch or data.steps) + "\n\n" + "\n".join(notes)
 
 
