@@ -253,8 +253,10 @@ def render(folder: Path) -> str:
             if len(auc):
                 lines.append(f"| {strategy} | (task: test ROC-AUC) | {auc.mean():.3f} ± "
                              f"{auc.std(ddof=1) if len(auc) > 1 else 0.0:.3f} | | | |")
-        lines += ["", f"Paired tests: `{ood['summary_md']}` (headstart compare's summary, metric "
-                      f"ood_mahalanobis_auroc).", ""]
+        summary = Path(ood["summary_md"])
+        shown = summary.relative_to(ROOT) if summary.is_relative_to(ROOT) else summary
+        lines += ["", f"Paired tests: `{shown}` (headstart compare's summary, metric ood_mahalanobis_auroc; "
+                      f"benchmarks/runs is not committed).", ""]
     uni = load("unimol")
     if uni.get("runs"):
         lines += ["### Uni-Mol (random-init checkpoint, real shape), epoch time on 2 CPU cores (1 torch thread)", "",
