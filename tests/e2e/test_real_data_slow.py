@@ -54,3 +54,16 @@ def test_online_shopping_chinese_categories_small(tmp_path) -> None:
     summary = _fit(tmp_path, [str(cfg)])
     assert len(summary["classes"]) == 10 and "书籍" in summary["classes"]
     assert summary["test"]["acc"] > 0.2  # well above the 0.1 of chance, even for an English encoder
+
+
+def test_readme_tune_example_on_shipped_data(tmp_path) -> None:
+    """The README's tune command (packaged MiniLM, examples/data), shortened to 2 one-epoch trials."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "tune"
+    assert main(["tune", str(root / "examples" / "quickstart.yaml"), "--space",
+                 str(root / "examples" / "tune_text_space.yaml"), "--n-trials", "2", "--set", "trainer.epochs=1",
+                 "--output-dir", str(out)]) == 0
+    assert (out / "best.yaml").exists() and (out / "report.html").exists()
+    assert len(list((out / "trials").iterdir())) == 2

@@ -1,4 +1,4 @@
-"""The ``headstart`` command line: fit, inspect, evaluate, predict, embed, cache.
+"""The ``headstart`` command line: fit, compare, stack, tune, inspect, evaluate, predict, embed, cache.
 
 Every user error surfaces as one paragraph on stderr (exit code 2), never a stack trace; set
 ``HEADSTART_DEBUG=1`` to see the trace anyway. A usage mistake (unknown option or command, missing
@@ -186,15 +186,30 @@ def compare(
     sets: Annotated[list[str] | None, typer.Option("--set", help="Config override for every run.")] = None,
     group_by: Annotated[str, typer.Option("--group-by", help="Run directories: group by strategy or name.")]
     = "strategy",
+    top: Annotated[int | None, typer.Option(help="With a tune directory: re-run its TOP best complete trials "
+                                                 "over --seeds (default 3).", show_default=False)] = None,
 ) -> None:
-    """Compare strategies over seeds on identical splits: results.csv, summary.md, plots, report.html."""
+    """Compare strategies over seeds on identical splits: results.csv, summary.md, plots, report.html.
+
+    Also: compare TUNE_DIR --top K re-runs a tune's K best trials over the seeds."""
     from headstart.experiments.compare import compare_run_dirs, run_compare
+    from headstart.tune.top import is_tune_dir, top_trial_cells
 
     configs = [p for p in inputs if p.suffix in (".yaml", ".yml") or p.is_file()]
-    if configs and len(inputs) > 1:
+    if len(inputs) == 1 and is_tune_dir(inputs[0]):
+        if strategies:
+            raise ConfigError("compare TUNE_DIR re-runs the tune's best trials; --strategies applies to a config.")
+        base, cells, _ = top_trial_cells(inputs[0], top or 3)
+        result = run_compare(base, cells, seeds, overrides=_parse_sets(sets),
+                             output_dir=output_dir or inputs[0] / "top-compare", workers=workers,
+                             threads=threads, metric=metric, baseline=baseline)
+    elif top is not None:
+        raise ConfigError(f"--top re-runs the best trials of a tune directory; '{inputs[0]}' is not one (it has no "
+                          f"tune.json and base.yaml).")
+    elif configs and len(inputs) > 1:
         raise ConfigError(f"compare takes one config (YAML) or several run directories, not both: got {len(inputs)} "
                           f"paths including {configs[0]}.")
-    if configs:
+    elif configs:
         if not strategies:
             raise ConfigError("compare CONFIG needs --strategies, e.g. --strategies linear_probe,partial:2,full.")
         result = run_compare(configs[0], strategies, seeds, overrides=_parse_sets(sets),
@@ -238,6 +253,52 @@ def stack(
                        workers=workers, threads=threads, overrides=_parse_sets(sets),
                        embeddings=embeddings)
     typer.echo("\n" + result.files["stack.md"].read_text(encoding="utf-8"))
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    space: Annotated[Path, typer.Option("--space", help="Search space (YAML): config keys -> distributions, with "
+                                                        "conditions (examples/tune_text_space.yaml).",
+                                        show_default=False)],
+    n_trials: Annotated[int, typer.Option("--n-trials", help="Trials in the study in all (a rerun continues to "
+                                                             "this total; several machines share it).")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Seconds after which no new trial starts.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Validation metric to optimise (default: trainer.monitor).")]
+    = None,
+    direction: Annotated[str | None, typer.Option(help="max or min (default: from the metric).")] = None,
+    workers: Annotated[int, typer.Option(help="Trials in parallel, each in its own process (0: in this process).")]
+    = 1,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per trial (default: cores / workers).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna database URL shared by several machines (default: "
+                                                     "SQLite in the output directory).")] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study in the storage (default: the "
+                                                                        "config's name).")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", help="Tune directory (default: beside the "
+                                                                        "config's output_dir).")] = None,
+    pruner: Annotated[str, typer.Option(help="median, halving (successive halving), hyperband or none.")]
+    = "median",
+    pruner_startup: Annotated[int, typer.Option("--pruner-startup", help="Median pruner: trials never pruned.")]
+    = 3,
+    pruner_warmup: Annotated[int, typer.Option("--pruner-warmup", help="Epochs every trial runs before it can be "
+                                                                       "pruned.")] = 1,
+    sampler: Annotated[str, typer.Option(help="tpe or random.")] = "tpe",
+    keep_pruned_weights: Annotated[bool, typer.Option("--keep-pruned-weights", help="Keep the weights of pruned "
+                                                                                    "trials.")] = False,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Config override for every trial.")] = None,
+) -> None:
+    """Search hyper-parameters (strategy-aware, pruned, resumable): trials/, trials.csv, best.yaml, report.html."""
+    from headstart.tune import run_tune
+
+    result = run_tune(config, space, n_trials=n_trials, timeout=timeout, metric=metric, direction=direction,
+                      workers=workers, threads=threads, storage=storage, study_name=study_name,
+                      output_dir=output_dir, pruner=pruner, pruner_startup=pruner_startup,
+                      pruner_warmup=pruner_warmup, sampler=sampler, keep_pruned_weights=keep_pruned_weights,
+                      overrides=_parse_sets(sets))
+    typer.echo(f"\n{(result.output_dir / 'summary.md').read_text(encoding='utf-8')}")
+    typer.echo(f"Report: {result.files['report.html']}")
+    if result.best is None:
+        raise typer.Exit(1)
 
 
 @app.command()

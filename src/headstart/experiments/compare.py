@@ -214,7 +214,7 @@ def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def run_compare(
     config: str | Path,
-    strategies: str | Sequence[str],
+    strategies: str | Sequence[str] | Sequence[StrategyCell],
     seeds: str | Sequence[int],
     *,
     overrides: list[tuple[list[str], Any]] | None = None,
@@ -229,8 +229,12 @@ def run_compare(
     """Run (or finish) the grid and write results.csv, summary.md, plots and report.html.
 
     Rerunning the same command finishes an interrupted grid: finished cells are kept, cells stopped mid-run
-    resume from their last finished epoch, changed cells are rerun."""
-    cells, seed_list = parse_strategies(strategies), parse_seeds(seeds)
+    resume from their last finished epoch, changed cells are rerun. ``strategies`` may be cells made elsewhere
+    (``headstart compare TUNE_DIR --top K``: a tune's best trials)."""
+    given = not isinstance(strategies, str) and bool(strategies) and all(isinstance(s, StrategyCell)
+                                                                           for s in strategies)
+    cells = list(strategies) if given else parse_strategies(strategies)  # type: ignore[arg-type]
+    seed_list = parse_seeds(seeds)
     labels = [c.label for c in cells]
     if baseline is not None and baseline not in labels:
         raise ConfigError(f"--baseline '{baseline}' is not one of the strategies {labels}; pick one of them.")

@@ -20,8 +20,9 @@ import logging
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class FitJob:
     extra: dict[str, Any] = field(default_factory=dict)  # the caller's bookkeeping, returned untouched
     splits: Any = None  # run_fit(splits=...): rows given in memory (a stack fold) instead of cfg.data
     predict: dict[str, Any] | None = None  # run_fit(predict=...): more row sets to predict
+    # Entered around the run in the process that trains it; gives extra Lightning callbacks (a tune trial's
+    # reporter, with its heartbeat beating while the run lasts). Must pickle (a bound method of plain data).
+    attach: Callable[[], AbstractContextManager[list[Any]]] | None = None
 
 
 def config_digest(config: dict[str, Any], extra: str = "") -> str:
@@ -87,9 +91,11 @@ def run_job(job: FitJob) -> dict[str, Any]:
                 out["status"] = "not started"
                 return out
             cfg = load_config(None, raw=job.config)
-            result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
-                             predict=job.predict, resume_how="run the same compare / stack command again (it "
-                                                             "skips finished runs and resumes this one)")
+            with job.attach() if job.attach else contextlib.nullcontext([]) as callbacks:
+                result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
+                                 predict=job.predict, callbacks=callbacks or None,
+                                 resume_how="run the same command again (it skips finished runs and resumes "
+                                            "this one)")
             out["summary"], out["run_dir"] = result.summary, str(result.run_dir)
         except RunInterrupted as exc:
             print(f"interrupted: {exc}")
@@ -154,23 +160,35 @@ def _worker_init(stop: Any = None) -> None:
 def run_jobs(jobs: Iterable[FitJob], workers: int, on_done: Callable[[FitJob, dict[str, Any]], None]) -> None:
     """Run ``jobs``, ``workers`` at a time in fresh processes (0: one by one in this process), calling
     ``on_done(job, result)`` here, in the parent, as each finishes (so results are saved as they come).
+    ``jobs`` is read lazily, a job when a worker is free and after the ``on_done`` of the runs before it: a
+    generator can decide the next run from the results so far (tune's sampler does).
     Raises ``JobsInterrupted`` after a SIGINT / SIGTERM, once the runs in progress have stopped."""
     from headstart.train.interrupt import StopRequest
 
-    jobs = list(jobs)
     statuses: list[str] = []
+    total = len(jobs) if hasattr(jobs, "__len__") else None  # type: ignore[arg-type]
+    pulled = 0
+
+    def next_jobs() -> Iterator[FitJob]:
+        nonlocal pulled
+        for job in jobs:
+            pulled += 1
+            yield job
 
     def finish(job: FitJob, result: dict[str, Any]) -> None:
         statuses.append(result["status"])
         on_done(job, result)
 
     if workers > 0:
-        _run_in_workers(jobs, workers, finish, statuses)
+        try:
+            _run_in_workers(next_jobs(), workers, finish)
+        except _Stopped as stop:
+            raise JobsInterrupted.count(stop.exit_code, statuses, total if total is not None else pulled) from None
         return
     stop = StopRequest().install()
     code = None
     try:
-        for job in jobs:
+        for job in next_jobs():
             result = run_job(job)  # during training the fit's own handler takes the signal: "interrupted"
             finish(job, result)
             if result["status"] == "interrupted" or stop.signum is not None:
@@ -179,11 +197,16 @@ def run_jobs(jobs: Iterable[FitJob], workers: int, on_done: Callable[[FitJob, di
     finally:
         stop.uninstall()
     if code is not None:
-        raise JobsInterrupted.count(code, statuses, len(jobs))
+        raise JobsInterrupted.count(code, statuses, total if total is not None else pulled)
 
 
-def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, dict[str, Any]], None],
-                    statuses: list[str]) -> None:
+class _Stopped(Exception):
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.exit_code = exit_code
+
+
+def _run_in_workers(jobs: Iterator[FitJob], workers: int, finish: Callable[[FitJob, dict[str, Any]], None]) -> None:
     import signal
 
     from headstart.train.interrupt import StopRequest
@@ -204,10 +227,17 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
             with contextlib.suppress(OSError):
                 os.kill(proc.pid, signal.SIGTERM)
 
+    def fill() -> None:  # keep every worker busy, pulling the next job only when one is free
+        while len(pending) < workers and not stop_event.is_set():
+            job = next(jobs, None)
+            if job is None:
+                return
+            pending[pool.submit(run_job, job)] = job
+
     stop = StopRequest(forward).install()
     try:
         with pool:
-            pending.update({pool.submit(run_job, job): job for job in jobs})
+            fill()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -220,8 +250,9 @@ def _run_in_workers(jobs: list[FitJob], workers: int, finish: Callable[[FitJob, 
                         result = {"name": job.name, "status": f"failed: worker process ended: {exc!r}",
                                   "summary": None, "run_dir": job.config.get("output_dir"), "extra": job.extra}
                     finish(job, result)
+                fill()
         signum, code = stop.signum, stop.exit_code
     finally:
         stop.uninstall()
     if signum is not None:
-        raise JobsInterrupted.count(code, statuses, len(jobs))
+        raise _Stopped(code)

@@ -20,6 +20,7 @@ __all__ = [
     "Cell",
     "Image",
     "Link",
+    "Page",
     "ReportContent",
     "Table",
     "fmt",
@@ -28,6 +29,8 @@ __all__ = [
     "fmt_signed",
     "render_html",
     "render_markdown",
+    "render_page_html",
+    "render_page_markdown",
 ]
 
 
@@ -79,6 +82,18 @@ class ReportContent:
     notes: list[str]
     runs: Table
     images: list[Image]
+
+
+@dataclass
+class Page:
+    """A report of other commands (tune): a title, paragraphs, warnings and sections of text, tables and plots,
+    in the compare report's look."""
+
+    title: str
+    created: str
+    intro: list[str]
+    warnings: list[str]
+    sections: list[tuple[str, list[str | Table | Image]]]  # (heading, items in order)
 
 
 _CSS = """
@@ -248,4 +263,46 @@ def render_markdown(c: ReportContent) -> str:
     if c.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in c.notes), ""]
     lines += ["## Runs", "", *_md_table(c.runs), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# generic pages (Page)
+
+
+def render_page_html(page: Page) -> str:
+    """A :class:`Page` as one self-contained HTML file (the compare report's CSS, embedded PNGs, no script)."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{_esc(page.title)}</title><style>{_CSS}</style></head>", "<body><main>",
+             f"<h1>{_esc(page.title)}</h1>", f'<p class="meta">Created {_esc(page.created)}</p>']
+    parts += [f"<p>{_esc(line)}</p>" for line in page.intro]
+    parts += [f'<div class="warn" role="note">{_esc(line)}</div>' for line in page.warnings]
+    for i, (heading, items) in enumerate(page.sections):
+        parts.append(f"<section><h2>{_esc(heading)}</h2>")
+        for j, item in enumerate(items):
+            if isinstance(item, Table):
+                parts.append(_table(item, f"t{i}-{j}", ""))
+            elif isinstance(item, Image):
+                parts.append(_figure(item))
+            else:
+                parts.append(f'<p class="note">{_esc(item)}</p>')
+        parts.append("</section>")
+    parts += ["</main></body></html>", ""]
+    return "\n".join(parts)
+
+
+def render_page_markdown(page: Page) -> str:
+    """The same :class:`Page` as markdown (plots linked, not embedded)."""
+    lines = [f"# {page.title}", "", f"Created {page.created}. Full report with plots: [report.html](report.html).", ""]
+    lines += [*(f"{line}\n" for line in page.intro), *(f"> **Warning:** {w}\n" for w in page.warnings)]
+    for heading, items in page.sections:
+        lines += [f"## {heading}", ""]
+        for item in items:
+            if isinstance(item, Table):
+                lines += [*_md_table(item), ""]
+            elif isinstance(item, Image):
+                lines.append(f"![{item.alt}]({item.rel})\n")
+            else:
+                lines.append(f"{item}\n")
     return "\n".join(lines)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from headstart.strategies.base import (
+    ENCODER_OPTIM_KEYS,
+    STRATEGY_FIELDS,
     STRATEGY_NAMES,
     STRATEGY_SPEC_FORMS,
     LoraSpec,
@@ -16,6 +18,8 @@ from headstart.strategies.lora import DEFAULT_LORA_TARGETS, apply_lora, lora_can
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
+    "ENCODER_OPTIM_KEYS",
+    "STRATEGY_FIELDS",
     "STRATEGY_NAMES",
     "STRATEGY_SPEC_FORMS",
     "LoraSpec",

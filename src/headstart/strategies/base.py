@@ -21,6 +21,8 @@ from typing import Any
 from headstart.errors import ConfigError, LayerMapError, did_you_mean
 
 __all__ = [
+    "ENCODER_OPTIM_KEYS",
+    "STRATEGY_FIELDS",
     "STRATEGY_NAMES",
     "STRATEGY_SPEC_FORMS",
     "LoraSpec",
@@ -32,6 +34,14 @@ __all__ = [
 ]
 
 STRATEGY_NAMES = ("full", "linear_probe", "partial", "gradual", "lora")
+# The strategy section's fields each strategy reads (the others mean nothing under it): what `headstart tune`
+# samples only for the strategy that uses them.
+STRATEGY_FIELDS: dict[str, frozenset[str]] = {
+    "full": frozenset(), "linear_probe": frozenset(), "partial": frozenset({"freeze", "train_last"}),
+    "gradual": frozenset({"freeze_epochs", "unfreeze_every"}), "lora": frozenset({"lora"}),
+}
+# Optimizer settings of the encoder's weights: inert when no encoder weight trains (linear_probe).
+ENCODER_OPTIM_KEYS = frozenset({"optim.encoder_lr", "optim.encoder_lr_ratio", "optim.layer_decay"})
 
 
 @dataclass(frozen=True)
