@@ -55,7 +55,9 @@ def _files(tmp: Path, model_dir: Path, space: dict, **sections) -> tuple[Path, P
 def lp_study(tmp_path_factory, tiny_hf_dir):
     """A linear-probe study: 2 trials, then the same command continued to 3 (in this process)."""
     tmp = tmp_path_factory.mktemp("tune_lp")
-    config, space = _files(tmp, tiny_hf_dir, LP_SPACE, strategy={"name": "linear_probe"})
+    # its own feature cache: other tests' runs of the same tiny model and rows would make trial 0 a hit
+    config, space = _files(tmp, tiny_hf_dir, LP_SPACE, strategy={"name": "linear_probe"},
+                           cache={"dir": str(tmp / "cache")})
     out = tmp / "tune"
     first = run_tune(config, space, n_trials=2, workers=0, output_dir=out, pruner="none", verbose=False)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/summary.json")}
