@@ -218,6 +218,7 @@ def _optimize(study: Any, search: SearchSpace, base: dict[str, Any], out: Path, 
                            ("retry_of", previous)):
             trial.set_user_attr(key, value)
         live[number] = trial
+        # the worker re-attaches with optuna.Trial(study, trial_id); Optuna exposes the id only as _trial_id
         link = TrialLink(url, name, trial._trial_id, number, metric, spec)
         return FitJob(f"trial-{number}", config, out / "logs" / f"trial-{number}.log", overwrite=not resume,
                       resume=resume, extra={"number": number, "params": params}, attach=link.attach)
