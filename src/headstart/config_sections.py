@@ -386,7 +386,14 @@ class TrainerConfig(Strict):
     epochs: int = Field(3, ge=1)
     precision: Literal["auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    devices: int | str = "auto"
+    devices: int | str = "auto"  # per node; 2 or more processes train with DDP (docs: "Beyond one process")
+    num_nodes: int = Field(1, ge=1)
+    # Lightning's strategy. Several processes run DDP (the weights, param groups and frozen-weight store are
+    # whole on every rank); FSDP / DeepSpeed sharding and ddp_spawn are not supported.
+    strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false"] = "auto"
+    # Recompute each training block's activations in the backward pass instead of keeping them: less memory for
+    # more time per step (benchmarks/results/scale.md). Only blocks that train are checkpointed.
+    gradient_checkpointing: bool = False
     seed: int = 42
     monitor: str = "val_acc"
     monitor_mode: Literal["min", "max"] = "max"

@@ -9,24 +9,47 @@ The layer map must cover every parameter exactly once (DESIGN rule 3): :func:`ch
 enforces it, and :func:`detect_blocks` builds one from any ``nn.Module`` by taking its largest
 ``ModuleList``/``Sequential`` as the core blocks and gathering what comes before into a ``stem``
 block and what comes after into a ``neck`` block.
+
+Gradient checkpointing (``trainer.gradient_checkpointing``) works on the same layer map:
+:meth:`Backbone.set_gradient_checkpointing` takes the indices of the blocks that train and makes each of them
+recompute its activations in the backward pass (torch's non-reentrant ``checkpoint``) instead of keeping them.
+The generic way wraps the block module's ``forward`` (:func:`set_module_checkpointing`), which is exact when the
+block is called as a module and its output depends only on its inputs, parameters, buffers and torch's RNG
+(restored for the recompute; Python's ``random`` and numpy's are not). Adapters declare that with
+``supports_gradient_checkpointing``; Hugging Face layers use transformers' own per-layer switch instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from headstart.errors import LayerMapError, did_you_mean, format_choices
+from headstart.errors import ConfigError, LayerMapError, did_you_mean, format_choices
 
 __all__ = [
+    "GRADIENT_CHECKPOINTING_BACKBONES",
     "Backbone",
     "BlockGroup",
     "check_layer_map",
+    "checkpointed_call",
+    "checkpointed_modules",
     "detect_blocks",
     "named_blocks_from_paths",
+    "set_module_checkpointing",
 ]
+
+# What trainer.gradient_checkpointing works with (said in the error of the adapters that do not opt in).
+GRADIENT_CHECKPOINTING_BACKBONES = (
+    "hf (the transformer layers through transformers' own per-layer switch, the other blocks as below), resnet, "
+    "graph, unimol, ptls (the encoders built from backbone.sequence and user ptls encoders), torch (any nn.Module "
+    "whose blocks run as modules in its forward) and siamese pairs of these"
+)
 
 
 class BlockGroup(nn.Module):
@@ -52,6 +75,9 @@ class Backbone(nn.Module):
     """
 
     out_dim: int
+    # Whether every block of the layer map runs as a module call in forward whose result depends only on its
+    # inputs, parameters, buffers and the RNG: then the generic per-block checkpointing below is exact.
+    supports_gradient_checkpointing: bool = False
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         raise NotImplementedError
@@ -86,6 +112,132 @@ class Backbone(nn.Module):
     def architecture(self) -> dict[str, object]:
         """What, besides the weights, decides the outputs (part of the feature-cache key)."""
         return {"type": type(self).__name__, "module": repr(self)}
+
+    # ----- gradient checkpointing (trainer.gradient_checkpointing) --------------------------------
+    def check_gradient_checkpointing(self) -> None:
+        """ConfigError when this adapter has not declared that its blocks can be checkpointed."""
+        if not self.supports_gradient_checkpointing:
+            raise ConfigError(
+                f"trainer.gradient_checkpointing is not supported by the backbone {type(self).__name__}: it does not "
+                f"declare that its blocks run as module calls that recomputing gives back exactly. Supported: "
+                f"{GRADIENT_CHECKPOINTING_BACKBONES}. Set trainer.gradient_checkpointing: false (or, for your own "
+                f"adapter whose blocks qualify, set supports_gradient_checkpointing = True on its class)."
+            )
+
+    def set_gradient_checkpointing(self, blocks: Collection[int]) -> None:
+        """Checkpoint exactly these blocks (indices into :meth:`blocks`); the others keep their activations.
+
+        Only blocks that train need it: a frozen block's activations are not kept for a backward pass anyway.
+        Called again whenever the trainable set changes (gradual unfreezing), so it also switches blocks off.
+        """
+        layer_map = self.blocks()
+        wanted = {int(i) for i in blocks}
+        bad = sorted(i for i in wanted if not 0 <= i < len(layer_map))
+        if bad:
+            raise LayerMapError(f"Cannot checkpoint block(s) {bad} of {type(self).__name__}: it has {len(layer_map)} "
+                                f"blocks (0-{len(layer_map) - 1}: {format_choices(n for n, _ in layer_map)}).")
+        if wanted:
+            self.check_gradient_checkpointing()
+        for i, (_, block) in enumerate(layer_map):
+            self._checkpoint_block(block, i in wanted)
+
+    def _checkpoint_block(self, block: nn.Module, on: bool) -> None:
+        """Switch one block; adapters whose library has its own switch (transformers) override this."""
+        for module in checkpointed_modules(block):
+            set_module_checkpointing(module, on)
+
+
+def checkpointed_modules(block: nn.Module) -> list[nn.Module]:
+    """The modules that checkpointing a block wraps: the block itself, or a group's parts that hold parameters.
+
+    A :class:`BlockGroup` is a view that forward never calls, so its parts are wrapped one by one. Parts without
+    parameters (activations, dropout, pooling) are left alone: recomputing them saves nothing, and an in-place
+    activation would change the input its own recompute reads.
+    """
+    if isinstance(block, BlockGroup):
+        return [m for m in block.parts if _param_ids(m)]
+    return [block]
+
+
+def checkpointed_call(module: nn.Module, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` (``module``'s forward) under torch's non-reentrant activation checkpointing.
+
+    * The RNG state is saved and restored for the recompute (torch's default), so dropout draws the same masks.
+      torch picks the device whose RNG state it saves from the tensors among the positional arguments (nested in
+      lists and dicts too): the keyword arguments go along as one positional dict, and so does one of the module's
+      own tensors, so inputs held by objects torch does not look into (a ptls ``PaddedBatch``) still get the GPU's
+      state saved. Positional tensors stay positional: torch keeps them for backward and checks that nothing
+      modified them in place before the recompute.
+    * The recompute runs the module in train mode again, so BatchNorm would update its running statistics a second
+      time: the module's buffers are put back as they were after the forward (exactly one update per step).
+    """
+    anchor = next(iter(module.parameters()), None)
+    if anchor is None:
+        anchor = next(iter(module.buffers()), None)
+    return checkpoint(_call, function, kwargs, anchor, *args, use_reentrant=False, preserve_rng_state=True,
+                      context_fn=functools.partial(_recompute_keeps_buffers, module))
+
+
+def _call(function: Callable[..., Any], kwargs: dict[str, Any], anchor: torch.Tensor | None, *args: Any) -> Any:
+    return function(*args, **kwargs)
+
+
+def _recompute_keeps_buffers(module: nn.Module) -> tuple[contextlib.AbstractContextManager[None],
+                                                         contextlib.AbstractContextManager[None]]:
+    """(forward context, recompute context) for ``checkpoint(context_fn=...)``.
+
+    The buffers are copied before the recompute and written back after it, all of them: BatchNorm's kernels
+    update the running statistics without bumping their version counters, so which ones moved cannot be
+    detected. Buffers are small (norm statistics, position ids); the copy lives only during that block's backward.
+    """
+    return contextlib.nullcontext(), _restore_buffers(module)
+
+
+@contextlib.contextmanager
+def _restore_buffers(module: nn.Module) -> Iterator[None]:
+    buffers = [b for b in module.buffers() if b is not None]
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:  # also when torch stops the recompute early (it raises once it has every tensor it needs)
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved, strict=True):
+                buffer.copy_(value)
+
+
+class _CheckpointedForward:
+    """Stands in for ``module.forward`` while the block trains with checkpointing.
+
+    An instance attribute, not a wrapper module: the module, its class, its state-dict keys and its hooks stay
+    as they are (``nn.Module.__call__`` runs the hooks outside the checkpoint, so they run once), and removing the
+    attribute restores the module. Outside training or without autograd it calls the forward directly.
+    """
+
+    def __init__(self, module: nn.Module, previous: Callable[..., Any] | None) -> None:
+        self.module = module
+        self.previous = previous  # an instance-level forward set by someone else (e.g. accelerate hooks), or None
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.previous is not None:
+            return self.previous(*args, **kwargs)
+        return type(self.module).forward(self.module, *args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.module.training and torch.is_grad_enabled():
+            return checkpointed_call(self.module, self._forward, *args, **kwargs)
+        return self._forward(*args, **kwargs)
+
+
+def set_module_checkpointing(module: nn.Module, on: bool) -> None:
+    """Wrap (``on``) or unwrap ``module``'s forward in :func:`checkpointed_call`; repeating a call changes nothing."""
+    current = module.__dict__.get("forward")
+    if on and not isinstance(current, _CheckpointedForward):
+        module.forward = _CheckpointedForward(module, current)  # type: ignore[method-assign]
+    elif not on and isinstance(current, _CheckpointedForward):
+        if current.previous is None:
+            del module.forward
+        else:
+            module.forward = current.previous  # type: ignore[method-assign]
 
 
 def _param_ids(module: nn.Module) -> set[int]:

@@ -124,6 +124,8 @@ class MessagePassingLayer(nn.Module):
 class GraphEncoder(Backbone):
     """Molecular graphs (``Batch`` / ``Data``) -> ``[num_graphs, hidden_size]`` features."""
 
+    supports_gradient_checkpointing = True  # the stem and each layer are module calls in _encode
+
     def __init__(
         self,
         atom_feature_sizes: Sequence[int],

@@ -8,6 +8,7 @@ untrained in sentence-embedding checkpoints and the head does its job.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from headstart.backbones.base import Backbone, detect_blocks, named_blocks_from_paths
+from headstart.backbones.base import Backbone, checkpointed_call, detect_blocks, named_blocks_from_paths
 from headstart.errors import CheckpointError, ConfigError
 
 __all__ = ["DEFAULT_TEXT_MODEL", "HFBackbone", "default_text_model_path", "resolve_model_path"]
@@ -88,6 +89,8 @@ def _load_auto_model(path: str) -> nn.Module:
 class HFBackbone(Backbone):
     """``AutoModel`` + pooling -> ``[B, hidden]`` features."""
 
+    supports_gradient_checkpointing = True  # layers: transformers' own switch (_checkpoint_block); others generic
+
     def __init__(
         self,
         name_or_path: str | None = None,
@@ -109,6 +112,24 @@ class HFBackbone(Backbone):
             return named_blocks_from_paths(self.model, self._block_paths)
         found = detect_blocks(self.model)
         return [("embeddings" if name == "stem" else name, mod) for name, mod in found]
+
+    def _checkpoint_block(self, block: nn.Module, on: bool) -> None:
+        """Transformer layers through transformers' per-layer switch, other blocks (embeddings) generically.
+
+        ``model.gradient_checkpointing_enable()`` turns every layer on at once (and, for the reentrant variant, makes
+        the embeddings' output require gradients, which would keep a frozen prefix's activations): instead each
+        ``GradientCheckpointingLayer`` of a training block gets the flag and headstart's non-reentrant
+        :func:`~headstart.backbones.base.checkpointed_call` as its checkpoint function, which is what
+        ``gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})`` sets per layer.
+        """
+        layer_class = _checkpointing_layer_class()
+        layers = [m for m in block.modules() if layer_class is not None and isinstance(m, layer_class)]
+        if not layers:  # transformers 4.x layers, embeddings, a final norm
+            super()._checkpoint_block(block, on)
+            return
+        for layer in layers:
+            layer._gradient_checkpointing_func = functools.partial(checkpointed_call, layer)
+            layer.gradient_checkpointing = on
 
     def load_tokenizer(self) -> Any:
         from transformers import AutoTokenizer
@@ -199,6 +220,15 @@ class HFBackbone(Backbone):
         mask = state["attention_mask"]
         hidden = self._run_layers(layout[1][k - 1 :], state["hidden"], mask)
         return pool_hidden(hidden, mask, self.pooling)
+
+
+def _checkpointing_layer_class() -> type[nn.Module] | None:
+    """transformers' ``GradientCheckpointingLayer`` (5.x; layers check its per-layer flag), None before it existed."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:
+        return None
+    return GradientCheckpointingLayer
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -71,6 +71,8 @@ class BasicBlock(nn.Module):
 class ResNetBackbone(Backbone):
     """``[B, C, H, W]`` images -> ``[B, widths[-1]]`` features; stage s > 0 halves the resolution."""
 
+    supports_gradient_checkpointing = True  # BatchNorm statistics: see checkpointed_call
+
     def __init__(
         self,
         depths: Sequence[int] = (2, 2, 2),

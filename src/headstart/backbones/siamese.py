@@ -21,7 +21,7 @@ l2         ``||a - b||``   yes        one scalar, the usual distance
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -80,9 +80,13 @@ class SiameseBackbone(Backbone):
         self.encoder = encoder
         self.fusion = PairFusion(encoder.out_dim, ops)
         self.out_dim = self.fusion.out_dim
+        self.supports_gradient_checkpointing = encoder.supports_gradient_checkpointing
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         return self.encoder.blocks()
+
+    def set_gradient_checkpointing(self, blocks: Collection[int]) -> None:
+        self.encoder.set_gradient_checkpointing(blocks)  # the encoder's own switch (transformers' for hf)
 
     def load_tokenizer(self) -> object | None:
         return self.encoder.load_tokenizer()

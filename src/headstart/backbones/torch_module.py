@@ -176,6 +176,10 @@ def infer_out_dim(module: nn.Module, given: int | None = None) -> int:
 class TorchBackbone(Backbone):
     """Wraps a user module; features are its output, mean-pooled over time when 3-D."""
 
+    # Blocks are the user's modules: checkpointing wraps the ones forward calls (a block whose parameters are used
+    # without calling it, e.g. a loose parameter, is simply not recomputed).
+    supports_gradient_checkpointing = True
+
     def __init__(
         self,
         module: nn.Module,

@@ -145,6 +145,9 @@ class UniMolEncoder(Backbone):
     geometry) and ``src_edge_type`` long [B, L, L]. Build the data with this encoder's :attr:`dictionary`.
     """
 
+    # The stem's modules and each layer are module calls in forward (a layer reads the pair bias, never writes it).
+    supports_gradient_checkpointing = True
+
     def __init__(self, weights: str | os.PathLike[str] | None, dictionary: str | os.PathLike[str] | None = None,
                  *, remove_hs: bool = True) -> None:
         super().__init__()

@@ -152,8 +152,12 @@ def cached_features(
     entry = cache.open(key)
     hit = entry is not None
     if entry is None:
-        entry = _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision, dtype,
-                       device, lengths)
+        with cache.building(key):  # one builder per entry: other processes (ranks, workers) wait, then read it
+            entry = cache.open(key)
+            hit = entry is not None
+            if entry is None:
+                entry = _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision,
+                               dtype, device, lengths)
     info = {"key": key, "hit": hit, "kind": plan.kind, "cut": plan.cut, "rows": entry.n_rows,
             "bytes": entry.nbytes, "seconds": round(time.perf_counter() - started, 2)}
     return entry, info

@@ -16,6 +16,7 @@ and rebuilt, never read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -159,6 +160,28 @@ class FeatureCache:
         return None
 
     # ----- writing ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def building(self, key: str) -> Iterator[None]:
+        """Hold the build lock of ``key`` (an advisory ``flock``, released even if the process dies): a second
+        process asking for the same missing entry waits here and then finds it, instead of computing it too."""
+        import fcntl
+
+        locks = self.root / ".locks"
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+            fd = os.open(locks / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot write the feature cache at {self.root}: {exc}. Point cache.dir (or the {ENV_VAR} "
+                f"environment variable) at a writable directory, or run with --no-cache."
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def build(
         self,
         key: str,

@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from headstart.errors import ConfigError, HeadstartError, RunInterrupted
 from headstart.logsetup import setup_logging
+
+if TYPE_CHECKING:
+    from headstart.experiments.shard import Shard
 
 __all__ = ["app", "main", "package_version"]
 
@@ -96,6 +99,19 @@ def _overrides(
     return out
 
 
+def _shard_option(shard: str | None, collect: bool) -> Shard | None:
+    """``--shard I/N`` checked before any data or model is read (and never together with ``--collect``)."""
+    if shard is None:
+        return None
+    if collect:
+        raise ConfigError(f"--shard {shard} and --collect cannot be used together: --shard I/N trains one part of "
+                          f"the grid, --collect trains nothing and writes the results once every shard has "
+                          f"finished. Run each shard, then the same command with --collect instead of --shard.")
+    from headstart.experiments.shard import parse_shard
+
+    return parse_shard(shard)
+
+
 @app.command()
 def fit(
     ctx: typer.Context,
@@ -146,6 +162,8 @@ def fit(
         from headstart.experiments.fit import run_fit
 
         result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=False, keep_last=keep_last)
+    if getattr(result, "rank", 0) != 0:
+        return  # another process of a multi-process run: rank 0 reports
     typer.echo(f"\nRun written to {result.run_dir}")
     if exporting:
         typer.echo(f"Pretrained checkpoint: {result.summary['pretrained_export']} (use: headstart fit B.yaml "
@@ -188,6 +206,11 @@ def compare(
     = "strategy",
     top: Annotated[int | None, typer.Option(help="With a tune directory: re-run its TOP best complete trials "
                                                  "over --seeds (default 3).", show_default=False)] = None,
+    shard: Annotated[str | None, typer.Option(help="Run only shard I of N of the grid (e.g. 1/2), for machines "
+                                                   "sharing the output directory; then --collect.",
+                                              metavar="I/N", show_default=False)] = None,
+    collect: Annotated[bool, typer.Option("--collect", help="Train nothing: once every shard has finished, write "
+                                                            "results.csv, summary.md and report.html.")] = False,
 ) -> None:
     """Compare strategies over seeds on identical splits: results.csv, summary.md, plots, report.html.
 
@@ -195,6 +218,7 @@ def compare(
     from headstart.experiments.compare import compare_run_dirs, run_compare
     from headstart.tune.top import is_tune_dir, top_trial_cells
 
+    part = _shard_option(shard, collect)
     configs = [p for p in inputs if p.suffix in (".yaml", ".yml") or p.is_file()]
     if len(inputs) == 1 and is_tune_dir(inputs[0]):
         if strategies:
@@ -202,7 +226,7 @@ def compare(
         base, cells, _ = top_trial_cells(inputs[0], top or 3)
         result = run_compare(base, cells, seeds, overrides=_parse_sets(sets),
                              output_dir=output_dir or inputs[0] / "top-compare", workers=workers,
-                             threads=threads, metric=metric, baseline=baseline)
+                             threads=threads, metric=metric, baseline=baseline, shard=part, collect=collect)
     elif top is not None:
         raise ConfigError(f"--top re-runs the best trials of a tune directory; '{inputs[0]}' is not one (it has no "
                           f"tune.json and base.yaml).")
@@ -214,14 +238,22 @@ def compare(
             raise ConfigError("compare CONFIG needs --strategies, e.g. --strategies linear_probe,partial:2,full.")
         result = run_compare(configs[0], strategies, seeds, overrides=_parse_sets(sets),
                              output_dir=output_dir, split_seed=split_seed, workers=workers, threads=threads,
-                             metric=metric, baseline=baseline)
+                             metric=metric, baseline=baseline, shard=part, collect=collect)
     else:
         if strategies or sets:
             raise ConfigError("--strategies and --set apply to a config grid; run directories are compared as "
                               "they are.")
+        if part is not None or collect:
+            raise ConfigError("--shard and --collect split a grid that compare runs from a config (or a tune "
+                              "directory); finished run directories are compared as they are, without them.")
         result = compare_run_dirs(inputs, output_dir or "compare", metric=metric or "test_acc", baseline=baseline,
                                   group_by=group_by)
     failed = [r for r in result.rows if r.get("status") != "done"]
+    if result.shard is not None:  # a part of the grid: no summary until --collect
+        typer.echo(f"\n{result.message}")
+        if failed:
+            raise typer.Exit(1)
+        return
     typer.echo(f"\n{(result.output_dir / 'summary.md').read_text(encoding='utf-8')}")
     typer.echo(f"Report: {result.files.get('report.html', result.output_dir / 'report.html')}")
     if failed:
@@ -244,14 +276,23 @@ def stack(
     sets: Annotated[list[str] | None, typer.Option("--set", help="Config override for every base.")] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Also give the meta-learner the first base's "
                                                                   "pretrained encoder features (cached).")] = False,
+    shard: Annotated[str | None, typer.Option(help="Run only shard I of N of the fold runs (e.g. 1/2), for "
+                                                   "machines sharing the output directory; then --collect.",
+                                              metavar="I/N", show_default=False)] = None,
+    collect: Annotated[bool, typer.Option("--collect", help="Train nothing: once every shard has finished, fit "
+                                                            "the meta-learners and write stack.md.")] = False,
 ) -> None:
     """Out-of-fold stacking: k-fold runs of each base, a meta-learner on their held-out predictions, judged on
     the test split against the best single base and the plain average."""
     from headstart.experiments.stack import run_stack
 
+    part = _shard_option(shard, collect)
     result = run_stack(inputs, output_dir=output_dir, folds=folds, split_seed=split_seed, meta=meta,
                        workers=workers, threads=threads, overrides=_parse_sets(sets),
-                       embeddings=embeddings)
+                       embeddings=embeddings, shard=part, collect=collect)
+    if result.shard is not None:  # a part of the fold runs: the meta-learners wait for --collect
+        typer.echo(f"\n{result.message}")
+        return
     typer.echo("\n" + result.files["stack.md"].read_text(encoding="utf-8"))
 
 

@@ -47,10 +47,12 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     return "32-true"
 
 
-def configure_threads(threads: int | None) -> int:
-    """Intra-op threads: the configured count, else the cores this process may use (not the host's)."""
+def configure_threads(threads: int | None, local_processes: int = 1) -> int:
+    """Intra-op threads: the configured count, else the cores this process may use (not the host's), shared
+    among the training processes of this machine (``local_processes``)."""
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // max(1, local_processes))
     torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()
 
@@ -101,6 +103,7 @@ def build_model(
         plateau_patience=o.plateau_patience, plateau_monitor=o.plateau_monitor, loss=loss.type,
         class_weights=loss.class_weights, label_smoothing=loss.label_smoothing, focal_gamma=loss.focal_gamma,
         huber_delta=loss.huber_delta, train_labels=train_labels, class_names=class_names, target=target,
+        gradient_checkpointing=cfg.trainer.gradient_checkpointing,
     )
 
 
@@ -167,7 +170,10 @@ def build_trainer_kwargs(cfg: RunConfig) -> dict[str, Any]:
     t, o = cfg.trainer, cfg.optim
     kwargs: dict[str, Any] = dict(
         max_epochs=t.epochs, precision=resolve_precision(t.precision, t.accelerator), accelerator=t.accelerator,
-        devices=t.devices, gradient_clip_val=o.grad_clip, accumulate_grad_batches=o.accumulate,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        # Loaders are sharded by headstart (global batches split per rank, see headstart.train.distributed):
+        # Lightning's DistributedSampler would reshuffle them and ignore the length grouping.
+        use_distributed_sampler=False, gradient_clip_val=o.grad_clip, accumulate_grad_batches=o.accumulate,
         deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps, num_sanity_val_steps=0,
         enable_progress_bar=t.progress_bar, enable_model_summary=False,
     )
@@ -193,5 +199,6 @@ class EpochSeed(pl.Callback):
                              batch_idx: int) -> None:
         # At the first batch, not at epoch start: Lightning creates the loader iterator (which draws
         # from the global RNG) at different points in fresh and resumed runs.
-        if batch_idx == 0:
-            pl.seed_everything(self.seed + 1_000 * (trainer.current_epoch + 1), workers=True, verbose=False)
+        if batch_idx == 0:  # each rank its own dropout draws (rank 0: as in one process)
+            pl.seed_everything(self.seed + 1_000 * (trainer.current_epoch + 1) + 7_919 * trainer.global_rank,
+                               workers=True, verbose=False)

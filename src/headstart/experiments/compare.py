@@ -6,6 +6,10 @@ all runs see the same rows and differences between strategies are paired by seed
 skipped on a rerun (the cell's config is hashed, a changed cell is rerun), interrupted ones resume from
 their ``last.ckpt``; frozen-prefix features come from the shared feature cache. ``results.csv`` is
 rewritten after every cell, so an interrupted grid still leaves its numbers.
+
+``shard="I/N"`` runs only shard I's cells (see :mod:`headstart.experiments.shard`), with its own lock, state
+file (``compare.shard-I-of-N.json``) and partial ``results.shard-I-of-N.csv``; ``collect=True`` trains nothing
+and, once every cell's run is finished, writes the grid's results exactly as one unsharded run would.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ import yaml
 from headstart.config import apply_overrides, load_config, parse_override
 from headstart.errors import ConfigError, RunDirError, RunInterrupted
 from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
-from headstart.experiments.rundir import RunLock
+from headstart.experiments.rundir import epochs_done, lock_holder
+from headstart.experiments.shard import (
+    Shard,
+    collect_error,
+    describe_holder,
+    lock_grid,
+    parse_shard,
+    read_state,
+    shard_files,
+)
 from headstart.fileio import atomic_path, write_json
 from headstart.strategies import format_strategy_spec, parse_strategy_spec
 
@@ -69,8 +82,10 @@ class StrategyCell:
 @dataclass
 class CompareResult:
     output_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # a shard's result: its own cells only
     files: dict[str, Path]
+    shard: Shard | None = None  # set when only this shard of the grid ran (no summary or report yet)
+    message: str = ""  # a shard's closing words: what ran, and that --collect writes the results
 
 
 def _split_top_level(text: str, ranges: bool = False) -> list[str]:
@@ -225,12 +240,20 @@ def run_compare(
     metric: str | None = None,
     baseline: str | None = None,
     verbose: bool = True,
+    shard: str | Shard | None = None,
+    collect: bool = False,
 ) -> CompareResult:
     """Run (or finish) the grid and write results.csv, summary.md, plots and report.html.
 
     Rerunning the same command finishes an interrupted grid: finished cells are kept, cells stopped mid-run
     resume from their last finished epoch, changed cells are rerun. ``strategies`` may be cells made elsewhere
-    (``headstart compare TUNE_DIR --top K``: a tune's best trials)."""
+    (``headstart compare TUNE_DIR --top K``: a tune's best trials). ``shard="I/N"`` runs only shard I's cells and
+    writes no summary; ``collect=True`` runs nothing and writes the results once every cell is finished."""
+    if shard is not None and collect:
+        raise ConfigError("--shard and --collect cannot be used together: --shard I/N trains one part of the grid, "
+                          "--collect trains nothing and writes the grid's results once every shard has finished. "
+                          "Run each shard, then the same command with --collect instead of --shard.")
+    part = parse_shard(shard) if shard is not None else None
     given = not isinstance(strategies, str) and bool(strategies) and all(isinstance(s, StrategyCell)
                                                                            for s in strategies)
     cells = list(strategies) if given else parse_strategies(strategies)  # type: ignore[arg-type]
@@ -252,12 +275,13 @@ def run_compare(
     # Every cell's config is validated before anything runs: a bad override fails now, not hours in.
     configs = {name: _cell_config(base, cell, seed, split_seed, out / "runs" / name, per_worker)
                for cell, seed, name in grid}
-    lock = RunLock(out, "compare directory").acquire()  # one compare per directory (its runs lock their own)
+    lock = lock_grid(out, "compare", part, collect)
     try:
         if verbose and lock.note():
             print(lock.note())
         return _run_grid(config, base_cfg, cells, seed_list, grid, configs, out, split_seed=split_seed,
-                         workers=workers, per_worker=per_worker, metric=metric, baseline=baseline, verbose=verbose)
+                         workers=workers, per_worker=per_worker, metric=metric, baseline=baseline, verbose=verbose,
+                         shard=part, collect=collect)
     finally:
         lock.release()
 
@@ -265,39 +289,57 @@ def run_compare(
 def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed_list: list[int],
               grid: list[tuple[StrategyCell, int, str]], configs: dict[str, dict[str, Any]], out: Path, *,
               split_seed: int, workers: int, per_worker: int | None, metric: str, baseline: str | None,
-              verbose: bool) -> CompareResult:
-    """``run_compare`` once the compare directory is locked: skip, resume or run each cell, then report."""
-    from headstart.experiments.report import write_compare_report
-
+              verbose: bool, shard: Shard | None = None, collect: bool = False) -> CompareResult:
+    """``run_compare`` once the compare directory is locked: skip, resume or run each cell (of ``shard``), then
+    report (the whole grid only: a shard writes its own rows, ``collect`` runs nothing)."""
     labels = [c.label for c in cells]
-    state_path = out / STATE_FILE
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    state_path = out / (shard.file(STATE_FILE) if shard else STATE_FILE)
+    results_path = out / (shard.file("results.csv") if shard else "results.csv")
+    state = read_state(state_path)
     done_before: dict[str, Any] = state.get("runs", {})
+    others = _other_records(out, state_path)  # what the other shards (or an unsharded run) recorded
 
     rows: dict[str, dict[str, Any]] = {}
     jobs: list[FitJob] = []
-    order = [name for _, _, name in grid]
-    for cell, seed, name in grid:
+    unfinished: list[tuple[int, str, str]] = []
+    mine = [(p, cell, seed, name) for p, (cell, seed, name) in enumerate(grid) if shard is None or shard.owns(p)]
+    order = [name for _, _, _, name in mine]
+    for position, cell, seed, name in mine:
         run_dir = out / "runs" / name
         cfg = configs[name]
         digest = config_digest(cfg)
-        prior = done_before.get(name, {})
-        same = prior.get("config_sha") == digest
+        records = [r for r in (done_before.get(name), *others.get(name, ())) if r and r.get("config_sha") == digest]
+        holds_cell = _run_digest(run_dir) == digest  # the run directory was made from this cell's config
         has_summary = (run_dir / "summary.json").exists()
-        if same and has_summary and prior.get("status") == "done":
+        if holds_cell and has_summary and any(r.get("status") == "done" for r in records):
+            done_before[name] = {"config_sha": digest, "status": "done"}
             rows[name] = row_from_run(run_dir, cell.label, seed, name=name, relative_to=out)
             continue
-        resume = same and not has_summary and (run_dir / "checkpoints" / "last.ckpt").exists()
+        if collect:
+            unfinished.append((position, name, _why_unfinished(run_dir, name, records, holds_cell, has_summary)))
+            continue
+        resume = bool(records) and holds_cell and not has_summary and (run_dir / "checkpoints" / "last.ckpt").exists()
         done_before[name] = {"config_sha": digest, "status": "started"}  # a killed run resumes on the rerun
         jobs.append(FitJob(name, cfg, out / "logs" / f"{name}.log", overwrite=not resume, resume=resume,
                            extra={"strategy": cell.label, "seed": seed, "config_sha": digest}))
+    if unfinished:
+        raise RunDirError(collect_error("compare", out, STATE_FILE, len(grid), unfinished,
+                                         {"strategies": labels, "seeds": seed_list, "split_seed": split_seed}))
     state.update({"config": str(config), "strategies": labels, "seeds": seed_list, "split_seed": split_seed,
                   "metric": metric, "baseline": baseline, "runs": done_before})
+    if shard is not None:
+        state["shard"] = shard.label
     write_json(state_path, state)
     if verbose:
-        print(f"compare: {len(order)} runs ({len(cells)} strategies x {len(seed_list)} seeds, split seed "
-              f"{split_seed}) in {out}; {len(order) - len(jobs)} finished before, {len(jobs)} to run"
-              + (f" on {workers} worker processes x {per_worker} threads" if workers > 1 else ""), flush=True)
+        grid_words = f"{len(cells)} strategies x {len(seed_list)} seeds, split seed {split_seed}"
+        if collect:
+            print(f"compare --collect: all {len(order)} runs ({grid_words}) in {out} are finished; writing the "
+                  f"results", flush=True)
+        else:
+            scope = (f"compare shard {shard.label}: {len(order)} of the grid's {len(grid)} runs" if shard
+                     else f"compare: {len(order)} runs")
+            print(f"{scope} ({grid_words}) in {out}; {len(order) - len(jobs)} finished before, {len(jobs)} to run"
+                  + (f" on {workers} worker processes x {per_worker} threads" if workers > 1 else ""), flush=True)
 
     started = time.perf_counter()
 
@@ -308,7 +350,7 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
         status = result["status"] if result["status"] in ("done", "interrupted") else "failed"
         done_before[job.name] = {"config_sha": job.extra["config_sha"], "status": status}
         write_json(state_path, state)
-        write_results_csv([rows[n] for n in order if n in rows], out / "results.csv")
+        write_results_csv([rows[n] for n in order if n in rows], results_path)
         if verbose:
             value = rows[job.name].get(metric)
             shown = f"{metric}={value:.4f}" if isinstance(value, float) else result["status"][:200]
@@ -319,17 +361,79 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
         run_jobs(jobs, workers, on_done)
     except JobsInterrupted as stop:
         raise RunInterrupted(
-            f"compare stopped: {stop.tally('runs', len(order) - len(jobs), len(order))}; results so far are in "
-            f"{out / 'results.csv'}. Resume: run the same command again (finished runs are skipped, stopped ones "
-            f"continue from their checkpoints/last.ckpt).",
+            f"compare{f' shard {shard.label}' if shard else ''} stopped: "
+            f"{stop.tally('runs', len(order) - len(jobs), len(order))}; results so far are in {results_path}. "
+            f"Resume: run the same command again (finished runs are skipped, stopped ones continue from their "
+            f"checkpoints/last.ckpt).",
             exit_code=stop.exit_code) from None
     ordered = [rows[n] for n in order]
+    write_results_csv(ordered, results_path)
+    if shard is not None:
+        ok = sum(r.get("status") == "done" for r in ordered)
+        message = (f"compare shard {shard.label}: {ok} of its {len(order)} runs are finished ({', '.join(order)}); "
+                   f"rows in {results_path}. "
+                   + (f"{len(order) - ok} failed: see their logs in {out / 'logs'} and run this shard again. "
+                      if ok < len(order) else "")
+                   + f"Once every shard (1/{shard.count} ... {shard.count}/{shard.count}) has finished, run the same "
+                     f"command with --collect instead of --shard {shard.label} to write results.csv, summary.md "
+                     f"and report.html.")
+        return CompareResult(out, ordered, {results_path.name: results_path}, shard=shard, message=message)
+    return _write_grid_report(config, base_cfg, labels, seed_list, ordered, out, split_seed=split_seed,
+                              metric=metric, baseline=baseline)
+
+
+def _write_grid_report(config: str | Path, base_cfg: Any, labels: list[str], seed_list: list[int],
+                       ordered: list[dict[str, Any]], out: Path, *, split_seed: int, metric: str,
+                       baseline: str | None) -> CompareResult:
+    """The whole grid's results.csv, summary.md, plots and report.html (an unsharded run or ``--collect``)."""
+    from headstart.experiments.report import write_compare_report
+
     write_results_csv(ordered, out / "results.csv")
     notes = [f"Grid: `{config}` with strategies {', '.join(labels)} and seeds {', '.join(map(str, seed_list))}; "
              f"every run uses data split seed {split_seed}, so all runs see identical train/val/test rows."]
     files = write_compare_report(ordered, out, metric=metric, baseline=baseline,
                                  title=f"headstart compare: {base_cfg.name}", notes=notes)
     return CompareResult(out, ordered, {"results.csv": out / "results.csv", **files})
+
+
+def _other_records(out: Path, own: Path) -> dict[str, list[dict[str, Any]]]:
+    """Run records (name -> records) of every other state file of the directory: the unsharded ``compare.json``
+    and each shard's, so a run finished by one is not trained again by another."""
+    paths = [out / STATE_FILE, *shard_files(out, STATE_FILE).values()]
+    records: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        if path != own and path.exists():
+            for name, record in (read_state(path).get("runs") or {}).items():
+                records.setdefault(name, []).append(record)
+    return records
+
+
+def _run_digest(run_dir: Path) -> str | None:
+    """The config digest of the run a directory holds (from its config.yaml), None when it has none."""
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        return config_digest(raw)
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _why_unfinished(run_dir: Path, name: str, records: list[dict[str, Any]], holds_cell: bool,
+                    has_summary: bool) -> str:
+    """What ``--collect`` says about a run that is not finished."""
+    if not run_dir.is_dir():
+        return "not started"
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return f"training now ({describe_holder(holder)})"
+    if (run_dir / "config.yaml").exists() and not holds_cell:
+        return "made from another config (the grid or its config changed since): its shard trains it again"
+    if any(r.get("status") == "failed" for r in records):
+        return f"failed (see logs/{name}.log)"
+    if (run_dir / "checkpoints" / "last.ckpt").exists() and not has_summary:
+        return f"stopped after {epochs_done(run_dir)} epoch(s); it resumes from checkpoints/last.ckpt"
+    if has_summary:
+        return "wrote summary.json but was never recorded as finished (stopped or failed after it)"
+    return "started, but no epoch finished"
 
 
 def compare_run_dirs(run_dirs: Sequence[str | Path], output_dir: str | Path, *, metric: str = "test_acc",

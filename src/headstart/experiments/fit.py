@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from headstart.train.callbacks import (
     ResumeSamplerEpoch,
 )
 from headstart.train.checkpoint import FROZEN_WEIGHTS, read_state_dict, sidecar_path
+from headstart.train.distributed import RankConsistency, process_world, shard_loader
 from headstart.train.interrupt import GracefulStop
 from headstart.train.pretrained import export_pretrained as export_pretrained_weights
 from headstart.train.pretrained import load_pretrained
@@ -68,7 +70,8 @@ log = logging.getLogger("headstart")
 @dataclass
 class FitResult:
     run_dir: Path
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # empty on ranks other than 0 of a multi-process run (rank 0 writes the results)
+    rank: int = 0
 
 
 def run_fit(
@@ -83,6 +86,7 @@ def run_fit(
     predict: dict[str, Any] | None = None,
     keep_last: bool = False,
     resume_how: str = "run the same command with --resume",
+    one_process: bool = False,
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
@@ -94,15 +98,30 @@ def run_fit(
     cache where the run uses it). ``keep_last``: keep ``checkpoints/last.ckpt`` (weights + optimizer state) after
     the run finishes; by default it is deleted then, since ``best.safetensors`` holds the weights.
     ``resume_how``: what an interrupted run's message tells the user to do (compare / stack: rerun them).
+    ``one_process``: refuse a config that would train with several processes (compare / stack / tune workers:
+    Lightning's launcher would re-run their whole command).
     """
     t0 = time.perf_counter()
     modality = get_modality(cfg.task)
     modality.check(cfg)
+    rank, world, local = process_world(build_trainer_kwargs(cfg))
+    if one_process and world > 1:
+        t = cfg.trainer
+        raise ConfigError(
+            f"trainer.devices={t.devices!r} with trainer.num_nodes={t.num_nodes} would train each run with {world} "
+            f"processes, but compare, stack and tune run every configuration in one process (--workers runs several "
+            f"side by side). Set trainer.devices: 1 (--set trainer.devices=1), or spread the grid over machines: "
+            f"--shard I/N (compare, stack) or one --storage database (tune)."
+        )
+    if rank != 0:  # another process of a multi-process run: rank 0 owns (locks, prepares, writes) the directory
+        return _run_locked(cfg, Path(cfg.output_dir), t0, modality, resume=resume, verbose=False,
+                           callbacks=callbacks, export_pretrained=export_pretrained, splits=splits, predict=predict,
+                           keep_last=keep_last, lock_note=None, resume_how=resume_how, world=(rank, world, local))
     run, lock = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     try:
         return _run_locked(cfg, run, t0, modality, resume=resume, verbose=verbose, callbacks=callbacks,
                            export_pretrained=export_pretrained, splits=splits, predict=predict, keep_last=keep_last,
-                           lock_note=lock.note(), resume_how=resume_how)
+                           lock_note=lock.note(), resume_how=resume_how, world=(rank, world, local))
     finally:
         lock.release()
 
@@ -110,17 +129,22 @@ def run_fit(
 def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, resume: bool, verbose: bool,
                 callbacks: list[pl.Callback] | None, export_pretrained: bool, splits: Any,
                 predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None,
-                resume_how: str) -> FitResult:
-    """``run_fit`` once ``run`` is locked and prepared."""
+                resume_how: str, world: tuple[int, int, int]) -> FitResult:
+    """``run_fit`` once ``run`` is locked and prepared (on rank 0; other ranks only train, see
+    headstart.train.distributed)."""
+    rank, n_proc, local_procs = world
+    writer = rank == 0
     if lock_note and verbose:
         print(lock_note)
-    done = epochs_done(run)
-    if resume and (run / "summary.json").exists() and done >= cfg.trainer.epochs:
+    done = epochs_done(run) if writer else 0
+    if writer and resume and (run / "summary.json").exists() and done >= cfg.trainer.epochs:
         raise RunDirError(
             f"Nothing to resume in '{run}': the run finished all {done} epochs (summary.json). Raise --epochs "
             f"(trainer.epochs) above {done} with --resume to train longer, or pass --overwrite to train again."
         )
-    threads = configure_threads(cfg.trainer.threads)
+    threads = configure_threads(cfg.trainer.threads, local_procs)
+    if n_proc > 1:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # Lightning's launcher keeps it (and the children inherit it)
     seed_everything(cfg.trainer.seed)
 
     # Data and label map (seeded splits: the same config always gives the same rows).
@@ -145,6 +169,11 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     batches = train_batches(len(loaders["train"]), 1, cfg.trainer.limit_train_batches)
     steps_per_epoch = max(1, -(-batches // cfg.optim.accumulate))
     trainer_kwargs = build_trainer_kwargs(cfg)
+    if n_proc > 1 and trainer_kwargs["strategy"] in ("auto", "ddp") and _trainable_set_changes(model, cfg):
+        # DDP synchronises the parameters that require gradients when it wraps the model; blocks unfrozen later
+        # (gradual) must be registered then too, and may be unused in the epochs before (the reducer skips them).
+        trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
+        model.ddp_register_all = True
 
     # Frozen prefix: computed once (or found by content key) and trained on, where that is exact.
     fit_loaders, cache_info = loaders, {"used": False, "reason": "turned off (--no-cache / cache.enabled: false)"}
@@ -165,7 +194,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
               f"torch threads={threads}; run dir {run}")
         print(format_cache_info(cache_info))
 
-    if not resume:
+    if writer and not resume:
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
         modality.save_state(run, data_state)
@@ -177,7 +206,9 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     frozen_storage = None
     if frozen_names:
         frozen_path = run / "checkpoints" / FROZEN_WEIGHTS
-        if not (resume and frozen_path.exists()):
+        if not writer:
+            pass  # rank 0 writes them; this rank reads them back only when resuming
+        elif not (resume and frozen_path.exists()):
             state = model.weights_state()
             frozen_storage = store_frozen_weights({k: state[k] for k in frozen_names}, frozen_path,
                                                   default_weights_dir(cfg.cache.dir))
@@ -193,11 +224,14 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
                        sidecar)
     metrics_csv = MetricsCSV(run / "metrics.csv")
     step_lr = StepLR(run / "lr_steps.csv")
+    train_loaders = fit_loaders
+    if n_proc > 1:  # each rank its piece of every global batch (validation: gathered back in the module)
+        train_loaders = {k: shard_loader(fit_loaders[k], rank, n_proc) for k in ("train", "val")}
     last_path = run / "checkpoints" / "last.ckpt"
     stopper = GracefulStop(lambda trainer: resume_hint(run, epochs_done(run), resume_how))
     all_callbacks: list[pl.Callback] = [
-        EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(fit_loaders["train"]), metrics_csv, best,
-        LastCheckpoint(last_path), stopper, step_lr,
+        EpochSeed(cfg.trainer.seed), ResumeSamplerEpoch(train_loaders["train"]), metrics_csv, best,
+        LastCheckpoint(last_path), stopper, step_lr, RankConsistency(),
         *([EpochLine(cfg.trainer.epochs, cfg.trainer.monitor, cfg.trainer.monitor_mode)] if verbose else []),
         *([EpochProgressBar()] if cfg.trainer.progress_bar else []),
         *(callbacks or []),
@@ -211,11 +245,13 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         **trainer_kwargs, callbacks=all_callbacks, default_root_dir=str(run),
         logger=TensorBoardLogger(str(run), name="tb", version=""), plugins=[AtomicCheckpointIO()],
     )
-    stopper.fit(trainer, model, fit_loaders["train"], fit_loaders["val"], str(last_path) if resume else None,
+    stopper.fit(trainer, model, train_loaders["train"], train_loaders["val"], str(last_path) if resume else None,
                 "training")
     train_time = time.perf_counter() - t0
     rss_train = peak_rss_mb()
     release_training_state(trainer, model)
+    if not writer:  # rank 0 evaluates the best weights and writes the results
+        return FitResult(run, {}, rank=rank)
 
     # Evaluate the best epoch's weights on val and test.
     best_path = run / "checkpoints" / "best.safetensors"
@@ -270,6 +306,8 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         "target_kind": label_map.kind,
         "precision": trainer_kwargs["precision"],
         "threads": threads,
+        "processes": n_proc,  # DDP world size (trainer.devices x trainer.num_nodes)
+        "processes_before_resume": model.resumed_world_size,
         "roundtrip_max_abs_diff": roundtrip,
         "resumed": resume,
         "cache": cache_info,
@@ -298,6 +336,13 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
               + (", checkpoints/last.ckpt (--keep-last)" if keep_last else "; last.ckpt dropped (--keep-last "
                  "keeps the training state)"))
     return FitResult(run, summary)
+
+
+def _trainable_set_changes(model: Any, cfg: RunConfig) -> bool:
+    """Whether some block trains in a later epoch but not in the first (gradual unfreezing)."""
+    n, names = len(model.block_names), list(model.block_names)
+    first = model.strategy.trainable(0, n, names)
+    return any(model.strategy.trainable(e, n, names) != first for e in range(1, cfg.trainer.epochs))
 
 
 def build_model_for_splits(cfg: RunConfig, splits: Any, verbose: bool = True) -> Any:

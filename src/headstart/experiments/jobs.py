@@ -93,7 +93,7 @@ def run_job(job: FitJob) -> dict[str, Any]:
             cfg = load_config(None, raw=job.config)
             with job.attach() if job.attach else contextlib.nullcontext([]) as callbacks:
                 result = run_fit(cfg, overwrite=job.overwrite, resume=job.resume, verbose=True, splits=job.splits,
-                                 predict=job.predict, callbacks=callbacks or None,
+                                 predict=job.predict, callbacks=callbacks or None, one_process=True,
                                  resume_how="run the same command again (it skips finished runs and resumes "
                                             "this one)")
             out["summary"], out["run_dir"] = result.summary, str(result.run_dir)

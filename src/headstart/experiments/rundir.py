@@ -23,8 +23,8 @@ from typing import Any
 
 from headstart.errors import RunDirError
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "peak_rss_mb", "prepare_run_dir", "require_run_dir",
-           "resume_hint", "trim_heap"]
+__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "lock_holder", "peak_rss_mb", "prepare_run_dir",
+           "require_run_dir", "resume_hint", "trim_heap"]
 
 RUN_FILES = ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints", "plots", "tb")
 LOCK_FILE = ".headstart.lock"
@@ -42,9 +42,9 @@ def _unwritable(path: Path, exc: OSError, what: str = "run directory") -> RunDir
 class RunLock:
     """Advisory lock on a run (or compare / stack) directory, held until ``release`` or process death."""
 
-    def __init__(self, directory: str | Path, what: str = "run directory") -> None:
+    def __init__(self, directory: str | Path, what: str = "run directory", name: str = LOCK_FILE) -> None:
         self.dir = Path(directory)
-        self.path = self.dir / LOCK_FILE
+        self.path = self.dir / name  # a shard of a grid locks its own file: shards do not exclude each other
         self.what = what
         self.taken_over: dict[str, Any] | None = None  # the dead holder's record, when its lock was stale
         self._fd: int | None = None
@@ -106,6 +106,27 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_holder(directory: str | Path, name: str = LOCK_FILE) -> dict[str, Any] | None:
+    """The record of the live process that holds ``directory``'s lock (``{}`` if it wrote none), else None.
+
+    Only looks: no file is created or written, and the probe's shared lock is dropped at once."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(directory) / name, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody ever locked it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return _read_holder(fd) if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK) else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> dict[str, Any]:

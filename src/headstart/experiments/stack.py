@@ -5,11 +5,15 @@ training split is dealt into k stratified, seeded folds once and shared by all b
 base trains on the other folds (the fixed validation split picks its best epoch), predicts its held-out
 fold and the test split; the meta-learner sees only held-out predictions, and is judged on the test split
 against every base (fold-averaged, like the stack's inputs) and their plain average.
+
+``shard="I/N"`` trains only shard I's fold runs (round-robin over bases x folds, see
+:mod:`headstart.experiments.shard`) with its own lock and ``stack.shard-I-of-N.json``, and fits no
+meta-learner; ``collect=True`` trains nothing and, once every fold run is finished, does what the
+unsharded command does after its fold runs.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,26 +25,38 @@ import pandas as pd
 
 from headstart.config import RunConfig, load_config
 from headstart.data.splits import stratified_kfold
-from headstart.errors import ConfigError, DataError, HeadstartError, RunInterrupted
+from headstart.errors import ConfigError, DataError, HeadstartError, RunDirError, RunInterrupted
 from headstart.experiments.fit import load_splits
 from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
 from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
-from headstart.experiments.rundir import RunLock
+from headstart.experiments.rundir import epochs_done, lock_holder
+from headstart.experiments.shard import (
+    Shard,
+    collect_error,
+    describe_holder,
+    lock_grid,
+    parse_shard,
+    read_state,
+    shard_files,
+)
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.modalities import get_modality
 
-__all__ = ["ROW_KEYS", "StackResult", "load_bases", "run_stack"]
+__all__ = ["ROW_KEYS", "STATE_FILE", "StackResult", "load_bases", "run_stack"]
 
 # data keys that decide which rows a run sees: they must agree across the bases of a stack
 ROW_KEYS = ("train", "val", "test", "format", "column_names", "text_column", "text_pair_column", "label_column",
             "label_columns", "image_column", "val_fraction", "test_fraction", "train_subset", "mix", "molecules")
+STATE_FILE = "stack.json"
 
 
 @dataclass
 class StackResult:
     output_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # empty for a shard: the meta-learners wait for --collect
     files: dict[str, Path]
+    shard: Shard | None = None  # set when only this shard's fold runs were trained
+    message: str = ""  # a shard's closing words: what ran, and that --collect fits the meta-learners
 
 
 def load_bases(inputs: Sequence[str | Path], overrides: list[tuple[list[str], Any]] | None = None
@@ -90,12 +106,21 @@ def run_stack(
     overrides: list[tuple[list[str], Any]] | None = None,
     embeddings: bool = False,
     verbose: bool = True,
+    shard: str | Shard | None = None,
+    collect: bool = False,
 ) -> StackResult:
     """Fold runs of every base (finished ones are reused), OOF assembly, meta-learners, the report.
 
     ``embeddings``: the meta-learners also get the first base's pretrained (not fine-tuned) encoder features
-    of each row, read from the feature cache: they saw no label, so they add no leakage.
+    of each row, read from the feature cache: they saw no label, so they add no leakage. ``shard="I/N"``:
+    only shard I's fold runs, no meta-learner; ``collect=True``: no training, the meta-learners and report once
+    every fold run is finished.
     """
+    if shard is not None and collect:
+        raise ConfigError("--shard and --collect cannot be used together: --shard I/N trains one part of the fold "
+                          "runs, --collect trains nothing and fits the meta-learners once every shard has finished. "
+                          "Run each shard, then the same command with --collect instead of --shard.")
+    part = parse_shard(shard) if shard is not None else None
     if meta not in META_LEARNERS:
         raise ConfigError(f"--meta '{meta}' is not a meta-learner; use one of {', '.join(META_LEARNERS)}.")
     if folds < 2:
@@ -128,57 +153,78 @@ def run_stack(
         fold_of = stratified_kfold(y_train, folds, split_seed)
     row_ids = modality.row_ids(splits.train)
     out = Path(output_dir)
-    lock = RunLock(out, "stack directory").acquire()  # one stack per directory (its fold runs lock their own)
+    lock = lock_grid(out, "stack", part, collect)  # one stack (or one shard) per directory; runs lock their own
     try:
         if verbose and lock.note():
             print(lock.note())
         return _run_folds(bases, inputs, splits, fold_of, row_ids, out, folds=folds, split_seed=split_seed,
-                          meta=meta, workers=workers, threads=threads, embeddings=embeddings, verbose=verbose)
+                          meta=meta, workers=workers, threads=threads, embeddings=embeddings, verbose=verbose,
+                          shard=part, collect=collect)
     finally:
         lock.release()
 
 
 def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path], splits: Any, fold_of: np.ndarray,
                row_ids: np.ndarray, out: Path, *, folds: int, split_seed: int, meta: str, workers: int,
-               threads: int | None, embeddings: bool, verbose: bool) -> StackResult:
-    """``run_stack`` once the stack directory is locked: the fold runs (reused, resumed or run), then the
-    meta-learners and the report."""
+               threads: int | None, embeddings: bool, verbose: bool, shard: Shard | None = None,
+               collect: bool = False) -> StackResult:
+    """``run_stack`` once the stack directory is locked: the fold runs (reused, resumed or run; only ``shard``'s,
+    or none with ``collect``), then the meta-learners and the report (not for a shard)."""
     first = bases[0][1]
     modality = get_modality(first.task)
     y_train, y_test = modality.labels(splits.train), modality.labels(splits.test)
     with atomic_path(out / "folds.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, fold=fold_of, label=y_train, row=row_ids)
-    state_path = out / "stack.json"
-    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.exists() else {}
+    state_path = out / (shard.file(STATE_FILE) if shard else STATE_FILE)
+    state = read_state(state_path)
     done: dict[str, str] = state.get("runs", {})
     started: dict[str, str] = state.get("started", {})  # runs begun, by digest: a stopped one resumes
+    done_any, started_any = _other_records(out, state_path)  # what the other shards (or an unsharded run) did
     per_worker = threads_per_worker(workers, threads)
 
     jobs: list[FitJob] = []
-    for name, cfg in bases:
-        for k in range(folds):
-            run_dir = out / "runs" / name / f"fold{k}"
-            raw = cfg.model_dump(mode="json")
-            raw["output_dir"], raw["name"] = str(run_dir), f"{name}-fold{k}"
-            raw["data"]["split_seed"] = split_seed
-            raw["trainer"]["progress_bar"] = False
-            if per_worker is not None:
-                raw["trainer"]["threads"] = per_worker
-            digest = config_digest(raw, ",".join(map(str, fold_of.tolist())))
-            key = f"{name}/fold{k}"
-            if done.get(key) == digest and (run_dir / "predictions" / "holdout.npz").exists():
-                continue
-            fold_splits = replace(splits, train=modality.take(splits.train, np.flatnonzero(fold_of != k)))
-            resume = started.get(key) == digest and (run_dir / "checkpoints" / "last.ckpt").exists()
-            started[key] = digest
-            jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=not resume, resume=resume,
-                               splits=fold_splits, predict={"holdout": modality.take(splits.train, np.flatnonzero(fold_of == k))},
-                               extra={"digest": digest, "fold": k, "run_dir": run_dir}))
+    unfinished: list[tuple[int, str, str]] = []
     n_runs = len(bases) * folds
+    for position, (name, cfg, k) in enumerate((n, c, k) for n, c in bases for k in range(folds)):
+        if shard is not None and not shard.owns(position):
+            continue
+        run_dir = out / "runs" / name / f"fold{k}"
+        raw = cfg.model_dump(mode="json")
+        raw["output_dir"], raw["name"] = str(run_dir), f"{name}-fold{k}"
+        raw["data"]["split_seed"] = split_seed
+        raw["trainer"]["progress_bar"] = False
+        if per_worker is not None:
+            raw["trainer"]["threads"] = per_worker
+        digest = config_digest(raw, ",".join(map(str, fold_of.tolist())))
+        key = f"{name}/fold{k}"
+        holds_run = _run_config_digest(run_dir) == config_digest(raw)  # the directory was made from this config
+        if ((done.get(key) == digest or digest in done_any.get(key, ())) and holds_run
+                and (run_dir / "predictions" / "holdout.npz").exists()):
+            done[key] = digest
+            continue
+        if collect:
+            unfinished.append((position, key, _why_unfinished(run_dir, key, holds_run)))
+            continue
+        fold_splits = replace(splits, train=modality.take(splits.train, np.flatnonzero(fold_of != k)))
+        resume = ((started.get(key) == digest or digest in started_any.get(key, ())) and holds_run
+                  and (run_dir / "checkpoints" / "last.ckpt").exists())
+        started[key] = digest
+        jobs.append(FitJob(key, raw, out / "logs" / f"{name}_fold{k}.log", overwrite=not resume, resume=resume,
+                           splits=fold_splits, predict={"holdout": modality.take(splits.train, np.flatnonzero(fold_of == k))},
+                           extra={"digest": digest, "fold": k, "run_dir": run_dir}))
+    if unfinished:
+        raise RunDirError(collect_error("stack", out, STATE_FILE, n_runs, unfinished, {
+            "folds": folds, "split_seed": split_seed, "bases": {n: str(p) for (n, _), p in zip(bases, inputs,
+                                                                                            strict=True)}}))
+    n_mine = n_runs if shard is None else len(range(shard.index - 1, n_runs, shard.count))
     if verbose:
-        print(f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs in {out} ({n_runs - len(jobs)} "
-              f"finished before); train={len(y_train)} test={len(y_test)} rows, split seed {split_seed}", flush=True)
-    write_json(state_path, {**state, "runs": done, "started": started})
+        scope = (f"stack shard {shard.label}: {n_mine} of the {n_runs} fold runs ({len(bases)} bases x {folds} folds)"
+                 if shard else f"stack: {len(bases)} bases x {folds} folds = {n_runs} fold runs")
+        print(f"{scope} in {out} ({n_mine - len(jobs)} finished before); train={len(y_train)} test={len(y_test)} "
+              f"rows, split seed {split_seed}", flush=True)
+    own = {"folds": folds, "split_seed": split_seed, "shard": shard.label,
+           "bases": {n: str(p) for (n, _), p in zip(bases, inputs, strict=True)}} if shard else {}
+    write_json(state_path, {**state, **own, "runs": done, "started": started})
     failed: list[str] = []
 
     def on_done(job: FitJob, result: dict[str, Any]) -> None:
@@ -193,20 +239,30 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
                 "train_rows": row_ids[fold_of != k].tolist(), "holdout_rows": row_ids[fold_of == k].tolist()})
         else:
             failed.append(f"{job.name}: {result['status']} (log {job.log})")
-        write_json(state_path, {**state, "runs": done, "started": started})
+        write_json(state_path, {**state, **own, "runs": done, "started": started})
         if verbose:
             print(f"  {job.name}: {result['status'][:200]}", flush=True)
 
+    where = f"stack shard {shard.label}" if shard else "stack"
     try:
         run_jobs(jobs, workers, on_done)
     except JobsInterrupted as stop:
         raise RunInterrupted(
-            f"stack stopped: {stop.tally('fold runs', n_runs - len(jobs), n_runs)}. Resume: run the same command "
+            f"{where} stopped: {stop.tally('fold runs', n_mine - len(jobs), n_mine)}. Resume: run the same command "
             f"again (finished fold runs are reused, stopped ones continue from their checkpoints/last.ckpt).",
             exit_code=stop.exit_code) from None
     if failed:
-        raise HeadstartError(f"{len(failed)} of {n_runs} fold runs failed; the finished ones are kept and a rerun "
-                             f"of the same command only runs the rest:\n" + "\n".join(failed))
+        raise HeadstartError(f"{len(failed)} of {n_mine} fold runs{f' of {where}' if shard else ''} failed; the "
+                             f"finished ones are kept and a rerun of the same command only runs the rest:\n"
+                             + "\n".join(failed))
+    if shard is not None:
+        mine = [key for p, key in enumerate(f"{n}/fold{k}" for n, _ in bases for k in range(folds)) if shard.owns(p)]
+        message = (f"stack shard {shard.label}: its {n_mine} fold runs are finished ({', '.join(mine)}). Once every "
+                   f"shard (1/{shard.count} ... {shard.count}/{shard.count}) has finished, run the same command with "
+                   f"--collect instead of --shard {shard.label} to fit the meta-learners and write stack.md.")
+        return StackResult(out, [], {state_path.name: state_path}, shard=shard, message=message)
+    if verbose and collect:
+        print(f"stack --collect: all {n_runs} fold runs in {out} are finished; fitting the meta-learners", flush=True)
 
     oof, test = [], []
     for name, _ in bases:
@@ -237,6 +293,46 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
         pred.to_csv(tmp, index=False)
     return StackResult(out, result["rows"], {"stack.md": out / "stack.md", "stack.json": state_path,
                                              "test_predictions.csv": out / "test_predictions.csv"})
+
+
+def _other_records(out: Path, own: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Digests of the fold runs that every other state file (``stack.json``, each shard's) saw finished and
+    started, by fold run, so a run done by one shard is not trained again by another."""
+    done: dict[str, set[str]] = {}
+    started: dict[str, set[str]] = {}
+    for path in (out / STATE_FILE, *shard_files(out, STATE_FILE).values()):
+        if path != own and path.exists():
+            state = read_state(path)
+            for key, digest in (state.get("runs") or {}).items():
+                done.setdefault(key, set()).add(digest)
+            for key, digest in (state.get("started") or {}).items():
+                started.setdefault(key, set()).add(digest)
+    return done, started
+
+
+def _run_config_digest(run_dir: Path) -> str | None:
+    """The config digest of the fold run a directory holds (its config.yaml), None when it has none."""
+    import yaml
+
+    try:
+        return config_digest(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _why_unfinished(run_dir: Path, key: str, holds_run: bool) -> str:
+    """What ``--collect`` says about a fold run that is not finished."""
+    if not run_dir.is_dir():
+        return "not started"
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return f"training now ({describe_holder(holder)})"
+    if (run_dir / "config.yaml").exists() and not holds_run:
+        return "made from another config (a base or --set changed since): its shard trains it again"
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        return f"stopped after {epochs_done(run_dir)} epoch(s); it resumes from checkpoints/last.ckpt"
+    log = f"logs/{key.replace('/', '_')}.log"
+    return f"started but not finished (failed, or stopped before its first epoch ended; see {log})"
 
 
 def _frozen_embeddings(cfg: RunConfig, splits: Any, seed: int) -> dict[str, np.ndarray]:

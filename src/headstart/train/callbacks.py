@@ -140,7 +140,8 @@ class MetricsCSV(pl.Callback):
             row["trainable_blocks"] = len(getattr(pl_module, "trainable_blocks", ()))
         row["epoch_time_s"] = round(time.perf_counter() - self._t0, 3)
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
-        self._write()
+        if trainer.is_global_zero:  # one writer in a multi-process run
+            self._write()
 
     def _write(self) -> None:
         keys: list[str] = []

@@ -148,8 +148,24 @@ class GracefulStop(_Handlers, pl.Callback):
     def exit_code(self) -> int:
         return exit_code_for(self.signum)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning registers its SIGTERM handler as training starts, in front of ours; in a multi-process run
+        # it broadcasts from inside the handler, a collective the other ranks are not in (the run hangs). Take
+        # SIGTERM back: the ranks agree on stopping at the next batch boundary instead (``_check``). Lightning's
+        # teardown restores the handlers it found (ours), and ``uninstall`` the ones before those.
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            for signum in _EXIT_CODES:
+                signal.signal(signum, self._handle)
+
     # ----- the safe points --------------------------------------------------------------------
     def _check(self, trainer: pl.Trainer, where: str) -> None:
+        if trainer.world_size > 1:
+            # All ranks stop at the same batch, or the others would wait for it in the next collective. A rank
+            # that got no signal itself stops as if SIGTERM came (a launcher's forwarded stop).
+            if not trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False):
+                return
+            if self.signum is None:
+                self.signum = signal.SIGTERM
         if self.signum is None:
             return
         self.position = where

@@ -34,6 +34,7 @@ from headstart.metrics.direction import lower_is_better
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
 from headstart.train.checkpoint import KeyReport, load_encoder_weights, read_linked
+from headstart.train.distributed import gather_eval, reduce_sum
 from headstart.train.targets import make_target
 
 __all__ = ["FinetuneModule", "split_batch"]
@@ -107,6 +108,7 @@ class FinetuneModule(pl.LightningModule):
         train_labels: Sequence[int] | np.ndarray | None = None,
         class_names: Sequence[str] | None = None,
         target: Mapping[str, Any] | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         encoder = backbone if backbone is not None else seq_encoder
@@ -148,6 +150,10 @@ class FinetuneModule(pl.LightningModule):
             self._blocks[i][1].requires_grad_(False)
         # Computing epoch 0's set also validates block ranges now, not mid-run.
         self.trainable_blocks: frozenset[int] = frozenset(self.strategy.trainable(0, n, self.block_names))
+        # Recompute the training blocks' activations in backward (less memory, more time); follows the trainable set.
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        if self.gradient_checkpointing:
+            self.backbone.check_gradient_checkpointing()
         self._apply_requires_grad()
         self.optim_args = dict(
             lr=float(lr), encoder_lr=encoder_lr, encoder_lr_ratio=float(encoder_lr_ratio),
@@ -177,6 +183,10 @@ class FinetuneModule(pl.LightningModule):
         self.last_test_metrics: dict[str, float] = {}
         # Set by run_fit: where this run keeps the weights no step changes (Lightning checkpoints skip them).
         self.frozen_weights_file: Path | None = None
+        # Multi-process runs (headstart.train.distributed): run_fit sets ddp_register_all when blocks unfreeze
+        # later, so DDP registers them when it wraps the model; a resumed run learns the earlier process count.
+        self.ddp_register_all = False
+        self.resumed_world_size: int | None = None
         self.train(True)  # pretrained models load in eval mode; set each block's mode by the strategy
 
     # ----- construction helpers ----------------------------------------------------------------
@@ -204,6 +214,8 @@ class FinetuneModule(pl.LightningModule):
             on = i in self.trainable_blocks
             for name, p in block.named_parameters():
                 p.requires_grad_(on and (not self.strategy.uses_lora or "lora_" in name))
+        if self.gradient_checkpointing:  # frozen blocks keep no activations for backward: nothing to recompute
+            self.backbone.set_gradient_checkpointing(self.trainable_blocks - set(self.static_frozen))
 
     def train(self, mode: bool = True) -> FinetuneModule:
         """Trainable blocks in train mode, frozen ones in eval mode (DESIGN rule 6), whoever calls train()."""
@@ -284,11 +296,29 @@ class FinetuneModule(pl.LightningModule):
             self.schedule.load_state_dict(self._pending_schedule_state)
             self._pending_schedule_state = None
         a = self.optim_args
-        scaled = str(self.trainer.precision).startswith("16")  # fp16 GradScaler: clipping needs the loop
+        # Lightning's mixed-precision plugin (bf16 and fp16) refuses to clip the gradients of a fused optimizer.
+        scaled = "mixed" in str(self.trainer.precision)
         optimizer = build_optimizer(groups, a["optimizer"], betas=a["betas"], momentum=a["momentum"],
                                     fused=False if scaled else None)
         self.schedule.apply(optimizer, self.trainer.global_step, self.trainable_blocks)
         return optimizer
+
+    def setup(self, stage: str) -> None:
+        """Before DDP wraps the model: every block that trains in some epoch requires gradients, so DDP
+        registers it (the first epoch's ``on_train_epoch_start`` sets the real flags again)."""
+        if stage == "fit":
+            self._register_for_ddp()
+
+    def _register_for_ddp(self) -> None:
+        if not self.ddp_register_all:
+            return
+        n = len(self._blocks)
+        ever = set().union(*(self.strategy.trainable(e, n, self.block_names)
+                             for e in range(self.trainer.max_epochs or 1)))
+        saved = self.trainable_blocks
+        self.trainable_blocks = frozenset(ever)
+        self._apply_requires_grad()
+        self.trainable_blocks = saved
 
     def on_train_epoch_start(self) -> None:
         n = len(self._blocks)
@@ -301,7 +331,7 @@ class FinetuneModule(pl.LightningModule):
         if self._pending_train_sums is not None:  # resumed mid-epoch: the steps before the checkpoint count
             self._train_sums = torch.tensor(self._pending_train_sums, device=self.device)
             self._pending_train_sums = None
-        if changed or self.current_epoch == 0:
+        if (changed or self.current_epoch == 0) and self.trainer.is_global_zero:
             train_names = [self.block_names[i] for i in sorted(wanted)]
             log.info(
                 "epoch %d: %d/%d blocks trainable (train mode: %s); frozen blocks in eval mode",
@@ -343,10 +373,12 @@ class FinetuneModule(pl.LightningModule):
     def _log_train_means(self) -> None:
         if self._train_sums is None:
             return
-        loss_sum, correct, n = self._train_sums
-        self.log("train_loss", (loss_sum / n).float(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1)
+        loss_sum, correct, n = reduce_sum(self.trainer, self._train_sums)  # over all ranks' rows
+        sync = self.trainer.world_size > 1  # equal on every rank already: the mean of equal values, no warning
+        self.log("train_loss", (loss_sum / n).float(), on_step=False, on_epoch=True, prog_bar=True, batch_size=1,
+                 sync_dist=sync)
         if self.target.has_accuracy:
-            self.log("train_acc", (correct / n).float(), on_step=False, on_epoch=True, batch_size=1)
+            self.log("train_acc", (correct / n).float(), on_step=False, on_epoch=True, batch_size=1, sync_dist=sync)
         self._train_logged = True
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -361,15 +393,31 @@ class FinetuneModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         outputs, self._val_outputs = self._val_outputs, []
         embeddings, self._val_embeddings = self._val_embeddings, []
-        if not outputs or self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:
+            return
+        if self.trainer.world_size > 1:  # every rank saw its piece: metrics over the whole split, each row once
+            outputs, embeddings = self._gather_val(outputs, embeddings)
+        if not outputs:
             return
         metrics = self._metrics(outputs, "val_")
         if embeddings and self.target.kind == "classification":
             metrics["val_fisher"] = fisher_ratio(torch.cat(embeddings), torch.cat([o[1] for o in outputs]))
         for key, value in metrics.items():
-            self.log(key, value, prog_bar=key in ("val_acc", "val_loss", "val_rmse", "val_auc"))
+            self.log(key, value, prog_bar=key in ("val_acc", "val_loss", "val_rmse", "val_auc"),
+                     sync_dist=self.trainer.world_size > 1)
         if self.schedule is not None and self.schedule.on_validation(metrics.get(self.optim_args["plateau_monitor"])):
             log.info("plateau: LR scale reduced to %.3g", self.schedule.plateau.scale)
+
+    def _gather_val(self, outputs: list[tuple[torch.Tensor, torch.Tensor]], embeddings: list[torch.Tensor]
+                    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
+        loader = self.trainer.val_dataloaders
+        logits = torch.cat([o[0] for o in outputs]) if outputs else None
+        labels = torch.cat([o[1] for o in outputs]) if outputs else None
+        emb = torch.cat(embeddings) if embeddings else None
+        logits, labels, emb = gather_eval(self.trainer, loader, [logits, labels, emb])
+        if logits is None or labels is None:
+            return [], []
+        return [(logits.to(self.device), labels.to(self.device))], ([] if emb is None else [emb])
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         inputs, labels = split_batch(batch)
@@ -403,6 +451,7 @@ class FinetuneModule(pl.LightningModule):
             "schedule": self.schedule.state_dict() if self.schedule is not None else None,
             "trainable_blocks": sorted(self.trainable_blocks),
             "n_groups": len(self.group_infos),
+            "world_size": self.trainer.world_size if self._trainer is not None else 1,
             # Mid-epoch only: at an epoch end the sums are logged and belong to the finished epoch.
             "train_sums": None if self._train_sums is None or self._train_logged else self._train_sums.tolist(),
         }
@@ -419,9 +468,17 @@ class FinetuneModule(pl.LightningModule):
             self.criterion = self.target.build_loss({**self.loss_args, "class_weights": weight}, None)
         self._pending_schedule_state = state.get("schedule")
         self._pending_train_sums = state.get("train_sums")
+        self.resumed_world_size = int(state.get("world_size", 1))
+        now = self.trainer.world_size if self._trainer is not None else 1
+        if self.resumed_world_size != now:
+            # data.batch_size is the global batch and the epoch order does not depend on the process count,
+            # so the resumed epochs see the same batches, split differently.
+            log.info("resuming a run trained with %d process(es) with %d: the global batches are unchanged",
+                     self.resumed_world_size, now)
         if "trainable_blocks" in state:
             self.trainable_blocks = frozenset(state["trainable_blocks"])
             self._apply_requires_grad()
+            self._register_for_ddp()  # restored before DDP wraps the model
 
     # ----- user API -----------------------------------------------------------------------------
     def load_pretrained_encoder(self, path: str | Path, strict: bool = False, verbose: bool = True) -> KeyReport:

@@ -14,7 +14,7 @@ from headstart.train.interrupt import GracefulStop, StopRequest, exit_code_for, 
 
 
 class _Trainer:
-    current_epoch, max_epochs, num_training_batches, sanity_checking = 1, 3, 10, False
+    current_epoch, max_epochs, num_training_batches, sanity_checking, world_size = 1, 3, 10, False, 1
 
 
 def test_first_signal_stops_at_the_next_batch_with_its_exit_code(capsys) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -291,9 +292,9 @@ def test_pruners_by_name(name: str, cls: str) -> None:
 def test_unknown_pruner_or_sampler_says_the_valid_names() -> None:
     from headstart.tune.study import PrunerSpec, make_sampler
 
-    with pytest.raises(ConfigError, match="--pruner 'hyperbnd' is unknown. Did you mean 'hyperband'?"):
+    with pytest.raises(ConfigError, match=re.escape("--pruner 'hyperbnd' is unknown. Did you mean 'hyperband'?")):
         PrunerSpec("hyperbnd")
-    with pytest.raises(ConfigError, match="--sampler 'tpee' is unknown. Did you mean 'tpe'?"):
+    with pytest.raises(ConfigError, match=re.escape("--sampler 'tpee' is unknown. Did you mean 'tpe'?")):
         make_sampler("tpee", 0)
 
 
