@@ -173,3 +173,32 @@ def test_runs_of_compare_stack_and_tune_refuse_several_processes(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"trainer.devices=2 .* 2 processes.*Set trainer.devices: 1.*--shard I/N"):
         run_fit(load_config(None, raw=raw), one_process=True, verbose=False)
     assert not Path(raw["output_dir"]).exists()  # refused before the run directory was made
+
+
+def test_rank_consistency_names_what_differs(monkeypatch) -> None:
+    """Ranks that built other param groups, or whose weights drifted, stop the run with what differs."""
+    from types import SimpleNamespace
+
+    from conftest import TinyEncoder
+    from headstart import FinetuneModule
+    from headstart.train.distributed import RankConsistency
+
+    model = FinetuneModule(TinyEncoder(), 2, lr=1e-2)
+    groups, _ = model.build_schedule(10, 5)
+    trainer = SimpleNamespace(world_size=2, current_epoch=0, optimizers=[torch.optim.SGD(groups, lr=0.1)])
+    other: dict = {}
+
+    def gather(out: list, obj) -> None:  # rank 1 answers with what ``other`` makes of rank 0's object
+        out[0], out[1] = obj, other.get("fn", lambda o: o)(obj)
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    check = RankConsistency()
+    check.on_train_start(trainer, model)  # equal: nothing happens
+    check.on_train_epoch_end(trainer, model)
+    other["fn"] = lambda o: ("x" * 24, {**o[1], "blocks": ["other"]})
+    with pytest.raises(RuntimeError, match=r"Rank 1 built a different layer map, param groups and LR schedule"):
+        check.on_train_start(trainer, model)
+    other["fn"] = lambda sums: [s + 1.0 for s in sums]
+    with pytest.raises(RuntimeError, match=r"After epoch 1 the weights of rank 1 differ from rank 0's \(first: "
+                                           r"'backbone\.module\.stem\.weight'"):
+        check.on_train_epoch_end(trainer, model)
