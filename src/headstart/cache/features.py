@@ -182,7 +182,7 @@ def pooled_features(model: Any, loader: Any, cache_cfg: Any, batch_size: int, us
 
 def _build(cache, key, components, backbone, dataset, collate, plan, batch_size, precision, dtype, device,
            lengths) -> CacheEntry:
-    from headstart.train.module import split_batch
+    from headstart.train.batches import split_batch
 
     was_training = backbone.training
     backbone_device = next(backbone.parameters()).device

@@ -206,13 +206,12 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     frozen_storage = None
     if frozen_names:
         frozen_path = run / "checkpoints" / FROZEN_WEIGHTS
-        if not writer:
-            pass  # rank 0 writes them; this rank reads them back only when resuming
-        elif not (resume and frozen_path.exists()):
+        # Rank 0 writes them; another rank only reads them back when resuming (model.frozen_weights_file).
+        if writer and not (resume and frozen_path.exists()):
             state = model.weights_state()
             frozen_storage = store_frozen_weights({k: state[k] for k in frozen_names}, frozen_path,
                                                   default_weights_dir(cfg.cache.dir))
-        else:  # written by the interrupted run: its sidecar says whether it sits in the store
+        elif writer:  # written by the interrupted run: its sidecar says whether it sits in the store
             side = sidecar_path(frozen_path)
             frozen_storage = "shared" if side.exists() and "store" in json.loads(side.read_text()) else "copy"
         model.frozen_weights_file = frozen_path
@@ -404,7 +403,7 @@ def release_training_state(trainer: pl.Trainer, model: torch.nn.Module) -> None:
 def verify_roundtrip(run: Path, model: torch.nn.Module, loader: Any) -> float:
     """Reload the run from disk and check it gives the same logits on a probe batch (DESIGN rule 5)."""
     from headstart.experiments.inference import load_run
-    from headstart.train.module import _to_device, split_batch
+    from headstart.train.batches import split_batch, to_device
 
     loaded = load_run(run, verbose=False)
     batch = next(iter(loader))
@@ -412,7 +411,7 @@ def verify_roundtrip(run: Path, model: torch.nn.Module, loader: Any) -> float:
     model.eval()
     loaded.model.eval()
     with torch.inference_mode():
-        a = model(_to_device(inputs, model.device)).float().cpu()
+        a = model(to_device(inputs, model.device)).float().cpu()
         b = loaded.model(inputs).float().cpu()
     diff = float((a - b).abs().max())
     if not torch.equal(a, b) and diff > 1e-5:

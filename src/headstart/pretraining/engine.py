@@ -105,6 +105,21 @@ def check_objective_config(cfg: RunConfig, metrics: dict[str, str]) -> None:
         t.monitor, t.monitor_mode = monitor, metrics[monitor]
 
 
+def _one_process(cfg: RunConfig) -> None:
+    """The label-free objectives train in one process: their loop has none of fit's rank-0 guards or sharding."""
+    from headstart.experiments.build import build_trainer_kwargs
+    from headstart.train.distributed import process_world
+
+    world = process_world(build_trainer_kwargs(cfg))[1]
+    if world > 1:
+        raise ConfigError(
+            f"headstart pretrain --objective {cfg.objective.name} trains in one process, but trainer.devices="
+            f"{cfg.trainer.devices!r} with trainer.num_nodes={cfg.trainer.num_nodes} would start {world}. Set "
+            f"trainer.devices: 1 (--set trainer.devices=1); `headstart fit` and the supervised objective train with "
+            f"several processes."
+        )
+
+
 def run_objective(cfg: RunConfig, prepare: Any, *, overwrite: bool, resume: bool, keep_last: bool,
                   verbose: bool) -> PretrainResult:
     """Train ``prepare(cfg, split_seed)``'s module into ``cfg.output_dir`` and export its encoder."""
@@ -115,6 +130,7 @@ def run_objective(cfg: RunConfig, prepare: Any, *, overwrite: bool, resume: bool
     t0 = time.perf_counter()
     modality = get_modality(cfg.task)
     modality.check(cfg)
+    _one_process(cfg)
     run, lock = prepare_run_dir(cfg.output_dir, overwrite=overwrite, resume=resume)
     try:
         if lock.note() and verbose:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +25,21 @@ import torch
 from torch import nn
 
 from headstart.backbones import Backbone, as_backbone, check_layer_map
-from headstart.errors import ConfigError
 from headstart.heads import MarginHead, MLPHead
 from headstart.losses import resolve_class_weights
 from headstart.metrics import fisher_ratio
 from headstart.metrics.direction import lower_is_better
 from headstart.optim import GroupInfo, LRSchedule, PlateauState, build_optimizer, build_param_groups
 from headstart.strategies import LoraSpec, Strategy, apply_lora
+from headstart.train.batches import labels_of, split_batch, to_device
 from headstart.train.checkpoint import KeyReport, load_encoder_weights, read_linked
 from headstart.train.distributed import gather_eval, reduce_sum
+from headstart.train.hparams import lora_spec, plain
 from headstart.train.targets import make_target
 
 __all__ = ["FinetuneModule", "split_batch"]
 
 log = logging.getLogger("headstart")
-
-
-def split_batch(batch: Any) -> tuple[Any, torch.Tensor | None]:
-    """(inputs, labels) from a dict with ``labels``, an ``(x, y)`` pair, or bare inputs."""
-    if isinstance(batch, dict):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        return inputs, batch.get("labels")
-    if isinstance(batch, tuple | list) and len(batch) == 2:
-        return batch[0], batch[1]
-    return batch, None
 
 
 class FinetuneModule(pl.LightningModule):
@@ -123,7 +113,7 @@ class FinetuneModule(pl.LightningModule):
         # Every other argument, as plain data (dicts, lists, str, numbers): Lightning stores them in checkpoints,
         # load_from_checkpoint passes them back, and torch.load(weights_only=True) reads them without unpickling.
         self.save_hyperparameters(ignore=list(self.NOT_HPARAMS), logger=False)
-        self.hparams.update({key: _plain(value, key) for key, value in self.hparams.items()})
+        self.hparams.update({key: plain(value, key) for key, value in self.hparams.items()})
         self.backbone: Backbone = as_backbone(encoder, out_dim=out_dim)
         self.n_classes = int(n_classes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
@@ -196,11 +186,11 @@ class FinetuneModule(pl.LightningModule):
             return strategy
         if isinstance(strategy, Mapping):  # a saved Strategy (hyper-parameters are plain dicts)
             fields = dict(strategy)
-            saved_lora = _lora_spec(fields.pop("lora", None))
+            saved_lora = lora_spec(fields.pop("lora", None))
             return Strategy(**fields, lora=saved_lora)
-        lora_spec = _lora_spec(lora)
+        spec = lora_spec(lora)
         if isinstance(strategy, str):
-            return Strategy(name=strategy, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every, lora=lora_spec)
+            return Strategy(name=strategy, freeze_epochs=freeze_epochs, unfreeze_every=unfreeze_every, lora=spec)
         if freeze_encoder:
             return Strategy(name="linear_probe")
         if freeze_epochs:
@@ -256,7 +246,7 @@ class FinetuneModule(pl.LightningModule):
             loader = self.trainer.train_dataloader
             if loader is None and self.trainer.datamodule is not None:
                 loader = self.trainer.datamodule.train_dataloader()
-            labels = _labels_of(loader) if loader is not None else None
+            labels = labels_of(loader) if loader is not None else None
         self.criterion = self.target.build_loss(self.loss_args, labels)
         self.criterion.to(self.device)
         self._record_class_weights(labels)
@@ -509,7 +499,7 @@ class FinetuneModule(pl.LightningModule):
         try:
             for batch in dataloader:
                 inputs, y = split_batch(batch)
-                out.append(fn(_to_device(inputs, self.device)).float().cpu())
+                out.append(fn(to_device(inputs, self.device)).float().cpu())
                 if y is not None:
                     labels.append(y.cpu())
         finally:
@@ -545,65 +535,3 @@ class FinetuneModule(pl.LightningModule):
                 trainable += sum(p.numel() for name, p in block.named_parameters()
                                  if not self.strategy.uses_lora or "lora_" in name)
         return trainable, total
-
-
-def _lora_spec(lora: LoraSpec | Mapping[str, Any] | None) -> LoraSpec:
-    if lora is None or isinstance(lora, LoraSpec):
-        return lora or LoraSpec()
-    fields = dict(lora)
-    if fields.get("target_modules") is not None:  # a list once saved as a hyper-parameter
-        fields["target_modules"] = tuple(fields["target_modules"])
-    return LoraSpec(**fields)
-
-
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as plain data (dict, list, str, int, float, bool, None) for a checkpoint's hyper-parameters.
-
-    Anything else would be pickled by class: ``torch.load(weights_only=True)`` (how Lightning and headstart read
-    checkpoints) refuses it, and numpy scalars, tensors or dataclasses would not load back as arguments.
-    """
-    if value is None:
-        return None
-    for kind in (bool, int, float, str):  # numpy scalars and str subclasses become the builtin type
-        if isinstance(value, kind):
-            return kind(value)
-    if is_dataclass(value) and not isinstance(value, type):
-        return _plain(asdict(value), where)
-    if hasattr(value, "model_dump"):  # a pydantic config section
-        return _plain(value.model_dump(), where)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars, pandas Index / Series
-        return _plain(value.tolist(), where)
-    if isinstance(value, Sequence):  # list, tuple, range...
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise ConfigError(
-        f"FinetuneModule argument {where}={value!r} is a {type(value).__name__}, which a checkpoint cannot store "
-        f"as plain data, so load_from_checkpoint could not rebuild the module. Pass a str, number, list or dict "
-        f"(or a dataclass / pydantic config of those)."
-    )
-
-
-def _to_device(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, dict):
-        return {k: _to_device(v, device) for k, v in inputs.items()}
-    if hasattr(inputs, "to"):
-        return inputs.to(device)
-    return inputs
-
-
-def _labels_of(loader: Any) -> np.ndarray | None:
-    dataset = getattr(loader, "dataset", None)
-    for attr in ("labels", "targets", "y"):
-        values = getattr(dataset, attr, None)
-        if values is not None:
-            return np.asarray(values)
-    collected = []
-    for batch in loader:
-        _, y = split_batch(batch)
-        if y is None:
-            return None
-        collected.append(np.asarray(y))
-    return np.concatenate(collected) if collected else None

@@ -279,3 +279,11 @@ def test_an_interrupted_masking_run_resumes_to_the_uninterrupted_one(masking_run
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert np.allclose(pd.read_csv(masking_run / "metrics.csv")["train_loss"],
                        pd.read_csv(resumed.run_dir / "metrics.csv")["train_loss"])
+
+
+def test_label_free_pretraining_refuses_several_processes(tmp_path: Path) -> None:
+    raw = _masking_raw(tmp_path, trainer={"epochs": 1, "accelerator": "cpu", "devices": 2})
+    with pytest.raises(ConfigError, match=r"--objective attribute_masking trains in one process, but trainer.devices=2 "
+                                          r"with trainer.num_nodes=1 would start 2\. Set trainer.devices: 1"):
+        run_pretrain(load_config(None, raw=raw), verbose=False)
+    assert not Path(raw["output_dir"]).exists()
