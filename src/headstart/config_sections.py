@@ -160,6 +160,10 @@ class DataConfig(Strict):
     # trainer.seed varies (headstart compare does: every strategy and seed sees identical splits).
     split_seed: int | None = None
     max_length: int = Field(128, ge=8, le=8192)
+    # Text: fit stops when more than this share of the training text's word pieces are the tokenizer's unknown
+    # token (an English vocabulary on Chinese text, say); accept_unk: true trains anyway.
+    max_unk_rate: float = Field(0.05, ge=0.0, le=1.0)
+    accept_unk: bool = False
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     num_workers: int = Field(0, ge=0)

@@ -29,7 +29,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from headstart.cache import format_bytes, plan_cache
 from headstart.config import RunConfig, config_to_yaml
 from headstart.data.targets import describe_targets
-from headstart.errors import CheckpointError, ConfigError, RunDirError
+from headstart.data.text_coverage import coverage_error
+from headstart.errors import CheckpointError, ConfigError, DataError, RunDirError
 from headstart.experiments.build import (
     EpochSeed,
     build_cached_loaders,
@@ -164,6 +165,13 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     if predict and set(predict) & {"train", "val", "test"}:
         raise ConfigError(f"predict names {sorted(set(predict) & {'train', 'val', 'test'})} clash with the run's "
                           f"own splits; use other names.")
+    coverage = modality.coverage(cfg, splits.train, model.backbone, split_seed)  # before any training time
+    if coverage is not None:
+        if verbose:
+            print(coverage.describe())
+        problem = coverage_error(coverage, d.max_unk_rate, str(cfg.backbone.name_or_path or "the default model"))
+        if problem and not d.accept_unk:
+            raise DataError(problem)
     loaders = modality.loaders(cfg, parts, model.backbone)
     # Lightning's count: the loader's batches, capped by trainer.limit_train_batches, per optimizer step.
     batches = train_batches(len(loaders["train"]), 1, cfg.trainer.limit_train_batches)
@@ -310,6 +318,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         "roundtrip_max_abs_diff": roundtrip,
         "resumed": resume,
         "cache": cache_info,
+        "tokenizer": None if coverage is None else coverage.to_dict(),  # unknown-token and truncation rates
         "pretrain": None if pretrain_report is None else {
             "source": pretrain_report.source, "head_loaded": pretrain_report.head_loaded,
             "backbone_keys_loaded": len(pretrain_report.backbone.matched),

@@ -64,6 +64,7 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
     cannot be read (not there yet, say), the head gets 2 classes and the LR column assumes
     ``steps_per_epoch`` or :data:`DEFAULT_STEPS_PER_EPOCH` steps, and the text says so.
     """
+    from headstart.data.text_coverage import coverage_error
     from headstart.experiments.build import build_model
     from headstart.experiments.fit import build_model_for_splits, load_splits
     from headstart.modalities import get_modality
@@ -100,6 +101,12 @@ def inspect_config(cfg: RunConfig, steps_per_epoch: int | None = None, verbose: 
 
         head = f"{describe_targets(label_map)}, from the training split"
     notes = [lr_line, f"Head: {head}"]
+    coverage = get_modality(cfg.task).coverage(cfg, splits.train, model.backbone, split_seed)
+    if coverage is not None:
+        notes.append(coverage.describe())
+        problem = coverage_error(coverage, cfg.data.max_unk_rate, str(cfg.backbone.name_or_path or "the default model"))
+        if problem:
+            notes.append(("Accepted (data.accept_unk): " if cfg.data.accept_unk else "fit would stop: ") + problem)
     return format_inspect(model, cfg.trainer.epochs, steps_per_epoch or data.steps) + "\n\n" + "\n".join(notes)
 
 

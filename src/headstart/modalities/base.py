@@ -114,6 +114,11 @@ class Modality:
         """One loader per split in ``parts`` (None splits skipped); training batches seeded by trainer.seed."""
         raise NotImplementedError
 
+    def coverage(self, cfg: RunConfig, train: Any, backbone: Backbone, seed: int) -> Any:
+        """How well the encoder's input vocabulary reads the training rows (text: the tokenizer's unknown-token
+        and truncation rates, a ``TokenizerCoverage``); None where that does not apply."""
+        return None
+
     def cache_blocker(self, cfg: RunConfig, loaders: dict[str, DataLoader]) -> str | None:
         """Why the frozen-prefix feature cache cannot be exact for this data (None: it can)."""
         return None

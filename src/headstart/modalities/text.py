@@ -74,6 +74,13 @@ class TextModality(Modality):
     def loaders(self, cfg: RunConfig, parts: dict[str, Any], backbone: Backbone) -> dict[str, DataLoader]:
         return build_text_loaders(cfg, parts, backbone.load_tokenizer())
 
+    def coverage(self, cfg: RunConfig, train: pd.DataFrame, backbone: Backbone, seed: int) -> Any:
+        from headstart.data.text_coverage import measure_coverage
+
+        pairs = train["text_pair"].astype(str).tolist() if "text_pair" in train.columns else None
+        return measure_coverage(backbone.load_tokenizer(), train["text"].astype(str).tolist(), pairs,
+                                cfg.data.max_length, seed=seed)
+
     def read_inputs(self, loaded: Any, path: str | Path, require_labels: bool) -> Inputs:
         from headstart.data import TextClassificationDataset, TextCollator, load_text_frame
         from headstart.data.readers import SUFFIXES
