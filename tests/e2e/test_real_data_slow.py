@@ -42,18 +42,20 @@ def test_sst2_linear_probe_small(tmp_path) -> None:
 
 @needs_shopping
 def test_online_shopping_chinese_categories_small(tmp_path) -> None:
-    """Chinese text, 10 string labels, no split shipped: carved splits, label map with CJK names."""
+    """Chinese text, 10 string labels, no split shipped: carved splits, label map with CJK names; the English
+    vocabulary's unknown-token rate is accepted explicitly (data.accept_unk), and recorded."""
     path = SHARED_DATA / "online_shopping_10_cats" / "online_shopping_10_cats.csv.gz"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f"data: {{train: {path}, text_column: review, label_column: cat, val_fraction: 0.01, "
-        f"test_fraction: 0.01, train_subset: 600, max_length: 48}}\n"
+        f"test_fraction: 0.01, train_subset: 600, max_length: 48, accept_unk: true}}\n"
         "strategy: {name: linear_probe}\noptim: {lr: 1.0e-2, weight_decay: 0.0}\n"
         "trainer: {epochs: 1, progress_bar: false, monitor: val_f1}\n"
     )
     summary = _fit(tmp_path, [str(cfg)])
     assert len(summary["classes"]) == 10 and "书籍" in summary["classes"]
     assert summary["test"]["acc"] > 0.2  # well above the 0.1 of chance, even for an English encoder
+    assert summary["tokenizer"]["unk_rate"] > 0.5  # ~63% of MiniLM's word pieces are [UNK] here: accepted
 
 
 def test_readme_tune_example_on_shipped_data(tmp_path) -> None:

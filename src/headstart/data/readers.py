@@ -123,9 +123,11 @@ def read_table(
             f"line and at least one data row; point {where} at the right file."
         ) from None
     except UnicodeDecodeError as exc:
+        from headstart.data.encodings import reencode_hint
+
         raise DataError(
             f"{where}: '{file}' is not valid UTF-8 text ({exc.reason} at byte {exc.start}). headstart reads "
-            f"text files as UTF-8; re-save the file as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)."
+            f"text files as UTF-8; {reencode_hint(file)}"
         ) from None
     except _PARSE_ERRORS as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from headstart.config import apply_overrides, load_config, parse_override
-from headstart.errors import ConfigError, RunDirError, RunInterrupted
+from headstart.errors import ConfigError, RunDirError, RunInterrupted, did_you_mean
 from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
 from headstart.experiments.rundir import epochs_done, lock_holder
 from headstart.experiments.shard import (
@@ -49,6 +49,7 @@ __all__ = [
     "compare_run_dirs",
     "parse_seeds",
     "parse_strategies",
+    "resolve_baseline",
     "row_from_run",
     "run_compare",
     "write_results_csv",
@@ -149,6 +150,21 @@ def parse_strategies(text: str | Sequence[str]) -> list[StrategyCell]:
             raise ConfigError(f"Strategies {[d.label for d in cells if d.slug == c.slug]} would share the run "
                               f"directory name '{c.slug}'; make their specs differ.")
     return cells
+
+
+def resolve_baseline(baseline: str | None, labels: list[str]) -> str | None:
+    """The grid label ``--baseline`` means: itself, or the one strategy that is ``baseline`` with bracketed
+    overrides (``linear_probe`` for ``linear_probe[optim.lr=1e-2]``); two such strategies need the full label."""
+    if baseline is None or baseline in labels:
+        return baseline
+    matches = [label for label in labels if label.split("[", 1)[0].strip() == baseline.strip()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"--baseline '{baseline}' matches {len(matches)} strategies of the grid ({', '.join(matches)}); "
+                          f"give the one you mean in full, e.g. --baseline '{matches[0]}'.")
+    raise ConfigError(f"--baseline '{baseline}' is not one of the strategies {labels}; pick one of them."
+                      f"{did_you_mean(baseline, [label.split('[', 1)[0] for label in labels])}")
 
 
 def parse_seeds(text: str | Sequence[int]) -> list[int]:
@@ -258,9 +274,7 @@ def run_compare(
                                                                            for s in strategies)
     cells = list(strategies) if given else parse_strategies(strategies)  # type: ignore[arg-type]
     seed_list = parse_seeds(seeds)
-    labels = [c.label for c in cells]
-    if baseline is not None and baseline not in labels:
-        raise ConfigError(f"--baseline '{baseline}' is not one of the strategies {labels}; pick one of them.")
+    baseline = resolve_baseline(baseline, [c.label for c in cells])
     base_cfg = load_config(config, overrides)
     if metric is None:  # what the runs keep their best epoch by, on the test split (val_rmse -> test_rmse)
         metric = "test_" + base_cfg.trainer.monitor.removeprefix("val_")

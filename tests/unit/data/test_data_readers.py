@@ -157,10 +157,33 @@ def test_parse_failure_is_one_line_data_error(tmp_path: Path, name: str, content
     assert "\n" not in message
 
 
-def test_not_utf8(tmp_path: Path) -> None:
-    (tmp_path / "gbk.csv").write_bytes("text,label\n酒店,1\n".encode("gbk"))
-    with pytest.raises(DataError, match="not valid UTF-8"):
-        read_table(tmp_path / "gbk.csv")
+@pytest.mark.parametrize(
+    ("text", "encoding", "named", "command"),
+    [
+        ("酒店的服务很好，房间干净，早餐也不错", "gbk", "GBK / GB18030", "iconv -f GB18030 -t UTF-8 f.csv > utf8_f.csv"),
+        ("飯店的服務很好，房間乾淨", "big5", "Big5 (traditional Chinese)", "-f BIG5"),  # beside GBK: both CJK
+        ("Café très agréable, hôtel près de la gare", "latin-1", "Windows-1252 / Latin-1", "iconv -f CP1252"),
+        ("Отличный отель, очень чисто", "cp1251", "Windows-1251", "iconv -f CP1251"),
+    ],
+)
+def test_not_utf8_names_the_likely_encoding(tmp_path: Path, text: str, encoding: str, named: str,
+                                            command: str) -> None:
+    """The error names the encoding the bytes look like (not GBK for Latin-1 text) and the command to convert."""
+    (tmp_path / "f.csv").write_bytes(f"text,label\n{text},1\n{text},0\n".encode(encoding))
+    with pytest.raises(DataError, match="not valid UTF-8") as info:
+        read_table(tmp_path / "f.csv")
+    message = str(info.value)
+    assert named in message and command in message, message
+    assert "iconv -f GBK" not in message  # the old advice, whatever the bytes
+
+
+def test_not_utf8_in_a_gzip_file_gets_a_zcat_command(tmp_path: Path) -> None:
+    import gzip
+
+    with gzip.open(tmp_path / "f.csv.gz", "wb") as fh:
+        fh.write("text,label\n酒店很好,1\n房间太小,0\n".encode("gbk"))
+    with pytest.raises(DataError, match=r"zcat f\.csv\.gz \| iconv -f GB18030 -t UTF-8 \| gzip > utf8_f\.csv\.gz"):
+        read_table(tmp_path / "f.csv.gz")
 
 
 @pytest.mark.parametrize(("name", "content"), [("h.csv", "text,label\n"), ("e.csv", ""), ("e.jsonl", "\n\n")])

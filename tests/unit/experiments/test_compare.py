@@ -179,3 +179,17 @@ def test_bad_spec_in_the_grid_lists_the_valid_forms(spec: str, fact: str) -> Non
     message = str(info.value)
     assert message.startswith(f"Strategy '{spec}' in --strategies is not understood: ") and fact in message
     assert "Use one of: full, linear_probe, partial:K" in message and "lora[:R]" in message
+
+
+def test_baseline_by_its_plain_name_when_one_strategy_has_it() -> None:
+    from headstart.experiments.compare import resolve_baseline
+
+    labels = ["linear_probe[optim.lr=1e-2]", "partial:2", "full"]
+    assert resolve_baseline("linear_probe", labels) == "linear_probe[optim.lr=1e-2]"
+    assert resolve_baseline("full", labels) == "full" and resolve_baseline(None, labels) is None
+    two = ["full[optim.lr=1e-3]", "full[optim.lr=1e-4]"]
+    with pytest.raises(ConfigError, match=r"--baseline 'full' matches 2 strategies of the grid .* give the one you "
+                                          r"mean in full, e\.g\. --baseline 'full\[optim\.lr=1e-3\]'"):
+        resolve_baseline("full", two)
+    with pytest.raises(ConfigError, match=r"--baseline 'ful' is not one of the strategies .*Did you mean 'full'"):
+        resolve_baseline("ful", labels)
