@@ -28,7 +28,14 @@ import yaml
 
 from headstart.config import apply_overrides, load_config, parse_override
 from headstart.errors import ConfigError, RunDirError, RunInterrupted, did_you_mean
-from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
+from headstart.experiments.jobs import (
+    FitJob,
+    JobsInterrupted,
+    config_digest,
+    run_dir_digest,
+    run_jobs,
+    threads_per_worker,
+)
 from headstart.experiments.rundir import epochs_done, lock_holder
 from headstart.experiments.shard import (
     Shard,
@@ -323,7 +330,7 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
         cfg = configs[name]
         digest = config_digest(cfg)
         records = [r for r in (done_before.get(name), *others.get(name, ())) if r and r.get("config_sha") == digest]
-        holds_cell = _run_digest(run_dir) == digest  # the run directory was made from this cell's config
+        holds_cell = run_dir_digest(run_dir) == digest  # the run directory was made from this cell's config
         has_summary = (run_dir / "summary.json").exists()
         if holds_cell and has_summary and any(r.get("status") == "done" for r in records):
             done_before[name] = {"config_sha": digest, "status": "done"}
@@ -381,8 +388,8 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
             f"checkpoints/last.ckpt).",
             exit_code=stop.exit_code) from None
     ordered = [rows[n] for n in order]
-    write_results_csv(ordered, results_path)
     if shard is not None:
+        write_results_csv(ordered, results_path)
         ok = sum(r.get("status") == "done" for r in ordered)
         message = (f"compare shard {shard.label}: {ok} of its {len(order)} runs are finished ({', '.join(order)}); "
                    f"rows in {results_path}. "
@@ -420,15 +427,6 @@ def _other_records(out: Path, own: Path) -> dict[str, list[dict[str, Any]]]:
             for name, record in (read_state(path).get("runs") or {}).items():
                 records.setdefault(name, []).append(record)
     return records
-
-
-def _run_digest(run_dir: Path) -> str | None:
-    """The config digest of the run a directory holds (from its config.yaml), None when it has none."""
-    try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        return config_digest(raw)
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
-        return None
 
 
 def _why_unfinished(run_dir: Path, name: str, records: list[dict[str, Any]], holds_cell: bool,

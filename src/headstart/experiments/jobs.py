@@ -29,7 +29,7 @@ from typing import Any
 
 from headstart.logsetup import setup_logging  # re-exported: worker processes and older imports use it here
 
-__all__ = ["FitJob", "JobsInterrupted", "config_digest", "run_job", "run_jobs", "setup_logging",
+__all__ = ["FitJob", "JobsInterrupted", "config_digest", "run_dir_digest", "run_job", "run_jobs", "setup_logging",
            "threads_per_worker"]
 
 
@@ -56,6 +56,17 @@ def config_digest(config: dict[str, Any], extra: str = "") -> str:
     keep = {k: v for k, v in config.items() if k != "output_dir"}
     keep["trainer"] = {k: v for k, v in keep["trainer"].items() if k not in ("threads", "progress_bar")}
     return hashlib.sha256((json.dumps(keep, sort_keys=True) + extra).encode()).hexdigest()[:16]
+
+
+def run_dir_digest(run_dir: Path) -> str | None:
+    """The ``config_digest`` of the run a directory holds (its config.yaml), None when it holds none: whether a
+    run directory was made from a given config, whatever state file says so."""
+    import yaml
+
+    try:
+        return config_digest(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def threads_per_worker(workers: int, threads: int | None = None) -> int | None:

@@ -27,7 +27,14 @@ from headstart.config import RunConfig, load_config
 from headstart.data.splits import stratified_kfold
 from headstart.errors import ConfigError, DataError, HeadstartError, RunDirError, RunInterrupted
 from headstart.experiments.fit import load_splits
-from headstart.experiments.jobs import FitJob, JobsInterrupted, config_digest, run_jobs, threads_per_worker
+from headstart.experiments.jobs import (
+    FitJob,
+    JobsInterrupted,
+    config_digest,
+    run_dir_digest,
+    run_jobs,
+    threads_per_worker,
+)
 from headstart.experiments.meta import META_LEARNERS, cross_fit, evaluate_stack
 from headstart.experiments.rundir import epochs_done, lock_holder
 from headstart.experiments.shard import (
@@ -197,7 +204,7 @@ def _run_folds(bases: list[tuple[str, RunConfig]], inputs: Sequence[str | Path],
             raw["trainer"]["threads"] = per_worker
         digest = config_digest(raw, ",".join(map(str, fold_of.tolist())))
         key = f"{name}/fold{k}"
-        holds_run = _run_config_digest(run_dir) == config_digest(raw)  # the directory was made from this config
+        holds_run = run_dir_digest(run_dir) == config_digest(raw)  # the directory was made from this config
         if ((done.get(key) == digest or digest in done_any.get(key, ())) and holds_run
                 and (run_dir / "predictions" / "holdout.npz").exists()):
             done[key] = digest
@@ -308,16 +315,6 @@ def _other_records(out: Path, own: Path) -> tuple[dict[str, set[str]], dict[str,
             for key, digest in (state.get("started") or {}).items():
                 started.setdefault(key, set()).add(digest)
     return done, started
-
-
-def _run_config_digest(run_dir: Path) -> str | None:
-    """The config digest of the fold run a directory holds (its config.yaml), None when it has none."""
-    import yaml
-
-    try:
-        return config_digest(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
-        return None
 
 
 def _why_unfinished(run_dir: Path, key: str, holds_run: bool) -> str:
