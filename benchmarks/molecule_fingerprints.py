@@ -48,17 +48,17 @@ THREADS = 1
 
 
 def morgan_features(mols: list[Any]) -> np.ndarray:
-    from rdkit.Chem import rdFingerprintGenerator
+    """headstart's Morgan bits (the ``morgan_lightgbm`` classic baseline's features)."""
+    from headstart.baselines.molecule import morgan_features as headstart_morgan
 
-    generator = rdFingerprintGenerator.GetMorganGenerator(radius=RADIUS, fpSize=N_BITS)
-    return np.stack([generator.GetFingerprintAsNumPy(mol) for mol in mols]).astype(np.float32)
+    return headstart_morgan(mols, RADIUS, N_BITS)
 
 
 def lgb_params(task: str, seed: int) -> dict[str, Any]:
-    objective = {"classification": ("binary", "binary_logloss"), "regression": ("regression", "rmse")}[task]
-    return {"objective": objective[0], "metric": objective[1], "learning_rate": 0.05, "num_leaves": 31,
-            "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "min_data_in_leaf": 5,
-            "seed": seed, "num_threads": THREADS, "deterministic": True, "force_row_wise": True, "verbosity": -1}
+    """headstart's LightGBM parameters for the ``morgan_lightgbm`` baseline (binary log-loss or RMSE on val)."""
+    from headstart.baselines.boosting import lgb_params as headstart_params
+
+    return headstart_params({"classification": "binary", "regression": "regression"}[task], seed, num_threads=THREADS)
 
 
 def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -71,14 +71,11 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
 
 def run_one(x: np.ndarray, y: np.ndarray, parts: dict[str, np.ndarray], task: str, metric: str,
             seed: int) -> dict[str, Any]:
-    import lightgbm as lgb
+    from headstart.baselines.boosting import train_lightgbm
 
     t0 = time.perf_counter()
     train, val, test = parts["train"], parts["val"], parts["test"]
-    dtrain = lgb.Dataset(x[train], y[train])
-    dval = lgb.Dataset(x[val], y[val], reference=dtrain)
-    booster = lgb.train(lgb_params(task, seed), dtrain, num_boost_round=2000, valid_sets=[dval],
-                        callbacks=[lgb.early_stopping(100, verbose=False)])
+    booster = train_lightgbm(lgb_params(task, seed), x[train], y[train], x[val], y[val])
     best = int(booster.best_iteration)
     val_pred = booster.predict(x[val], num_iteration=best)
     test_pred = booster.predict(x[test], num_iteration=best)

@@ -4,7 +4,8 @@ Each dataset config (``benchmarks/configs/pairs_{mrpc,afqmc}.yaml``) runs twice 
 ``--set backbone.pair=cross`` (both texts in one MiniLM input) and ``--set backbone.pair=siamese`` (one
 shared MiniLM per text, fused by ``backbone.fusion`` into the head). Writes
 ``benchmarks/results/pairs.{json,md}``: test accuracy, macro-F1, F1 of the positive class (GLUE's
-MRPC figure), the majority-class baseline, each command and its wall time.
+MRPC figure), the majority-class baseline, each command and its wall time. AFQMC's config adds the training
+file's Chinese characters to MiniLM's vocabulary (``backbone.extend_vocab``).
 
 Run from the repo root:  python benchmarks/run_pairs.py [--only mrpc] [--modes cross siamese]
 Needs ../shared/data/mrpc and ../shared/data/afqmc; skips a dataset that is absent.
@@ -27,8 +28,6 @@ RUNS = ROOT / "benchmarks" / "runs" / "pairs"  # gitignored
 DATA = ROOT.parent / "shared" / "data"
 DATASETS = {"mrpc": "benchmarks/configs/pairs_mrpc.yaml", "afqmc": "benchmarks/configs/pairs_afqmc.yaml"}
 MODES = ("cross", "siamese")
-# MiniLM + AFQMC's characters (make_char_vocab_model.py); pairs_afqmc.yaml names it from its own folder.
-CHAR_MODEL = "benchmarks/runs/minilm_afqmc_chars"
 
 
 def _majority(config: str) -> float:
@@ -60,9 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{DATA / name} is absent: skipping {name}.")
             continue
         out.setdefault("majority", {})[name] = _majority(DATASETS[name])
-        if name == "afqmc" and not (ROOT / CHAR_MODEL / "config.json").exists():
-            subprocess.run([sys.executable, "benchmarks/make_char_vocab_model.py", str(DATA / "afqmc" / "train.txt"),
-                            CHAR_MODEL], cwd=ROOT, check=True)
         for mode in args.modes:
             run_dir = RUNS / f"{name}_{mode}"
             cmd = ["headstart", "fit", DATASETS[name], "--set", f"backbone.pair={mode}", "--output-dir",

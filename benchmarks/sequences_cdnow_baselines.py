@@ -110,20 +110,26 @@ def load_task(task_dir: Path) -> dict[str, Split]:
     return out
 
 
+# headstart.baselines.sequence.rfm_features' columns -> this benchmark's names (and order)
+RFM_NAMES = {"recency": "recency_days", "tenure": "tenure_days", "frequency": "frequency",
+             "distinct_times": "purchase_days", "dollar_value_sum": "monetary_total",
+             "dollar_value_mean": "monetary_mean", "number_of_cds_sum": "cds_total", "number_of_cds_mean": "cds_mean"}
+
+
+def _days(dates: Any) -> Any:
+    return (dates - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+
+
 def rfm_features(split: Split) -> pd.DataFrame:
-    """Recency/frequency/monetary/tenure aggregates per customer, in ``split.labels`` order."""
-    g = split.events.groupby("customer_id")
-    feats = pd.DataFrame({
-        "recency_days": (CUT - g["date"].max()).dt.days,
-        "tenure_days": (CUT - g["date"].min()).dt.days,
-        "frequency": g.size(),
-        "purchase_days": g["date"].nunique(),
-        "monetary_total": g["dollar_value"].sum(),
-        "monetary_mean": g["dollar_value"].mean(),
-        "cds_total": g["number_of_cds"].sum(),
-        "cds_mean": g["number_of_cds"].mean(),
-    })
-    return feats.loc[split.labels["customer_id"]].reset_index(drop=True)
+    """Recency/frequency/monetary/tenure aggregates per customer, in ``split.labels`` order: headstart's own RFM
+    features (the ``rfm_lightgbm`` classic baseline's), on days before the cut."""
+    from headstart.baselines.sequence import rfm_features as headstart_rfm
+
+    ids = split.labels["customer_id"]
+    entity = pd.Index(ids).get_indexer(split.events["customer_id"])
+    numeric = {k: split.events[k].to_numpy(dtype=float) for k in ("dollar_value", "number_of_cds")}
+    feats = headstart_rfm(entity, len(ids), _days(split.events["date"]).to_numpy(), numeric, float(_days(CUT)))
+    return feats.rename(columns=RFM_NAMES)[list(RFM_NAMES.values())]
 
 
 def best_threshold(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -161,7 +167,7 @@ def run_rfm_lightgbm(data: dict[str, Split], seeds: list[int],
                      scores: dict[str, np.ndarray] | None = None) -> list[Run]:
     """LightGBM on the RFM aggregates, one run per seed; ``scores`` (optional) receives each run's test scores
     (key ``rfm_lightgbm/<seed>``, ``data["test"].labels`` order) for callers that break metrics down."""
-    import lightgbm as lgb
+    from headstart.baselines.boosting import train_lightgbm
 
     runs = []
     for seed in seeds:
@@ -171,11 +177,8 @@ def run_rfm_lightgbm(data: dict[str, Split], seeds: list[int],
                   "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8,
                   "lambda_l2": 1.0, "seed": seed, "num_threads": THREADS, "deterministic": True,
                   "force_row_wise": True, "verbosity": -1}
-        # the native API (not LGBMClassifier) keeps early stopping the same on every lightgbm >= 4.0
-        dtrain = lgb.Dataset(x["train"], data["train"].y)
-        dval = lgb.Dataset(x["val"], data["val"].y, reference=dtrain)
-        booster = lgb.train(params, dtrain, num_boost_round=2000, valid_sets=[dval],
-                            callbacks=[lgb.early_stopping(100, verbose=False)])
+        # headstart's LightGBM step (native API, 2000 rounds, early stopping after 100 on val log-loss)
+        booster = train_lightgbm(params, x["train"], data["train"].y, x["val"], data["val"].y)
         val_p = booster.predict(x["val"], num_iteration=booster.best_iteration)
         test_p = booster.predict(x["test"], num_iteration=booster.best_iteration)
         wall, cpu = _since(t0)

@@ -26,6 +26,7 @@ __all__ = [
     "DataConfig",
     "EarlyStoppingConfig",
     "EventsConfig",
+    "ExtendVocabConfig",
     "GraphEncoderConfig",
     "HeadConfig",
     "LoraConfig",
@@ -242,6 +243,20 @@ class UniMolConfig(Strict):
     conformer_seed: int = 42  # RDKit conformer generation (cached by content)
 
 
+class ExtendVocabConfig(Strict):
+    """``backbone.extend_vocab``: add the characters / words of the data the tokenizer maps to [UNK] (see
+    headstart.data.vocab_extension for the rule and how new embedding rows start)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_by_name=True,
+                              validate_by_alias=True, serialize_by_alias=True)
+
+    # "train": the training split's text (and text_pair) column; else a text file (one document per line) or a
+    # csv / tsv / parquet / jsonl file read like data.train (its data.text_column / text_pair_column)
+    from_: str = Field("train", alias="from", min_length=1)
+    min_freq: int = Field(2, ge=1)  # a token must occur at least this often to be added
+    max_new: int = Field(20000, ge=1)  # at most this many tokens, the most frequent first
+
+
 class BackboneConfig(Strict):
     type: Literal["hf", "torch", "ptls", "resnet", "graph", "unimol"] = "hf"
     name_or_path: str | None = None  # hf: local dir or hub id; empty = the packaged MiniLM
@@ -269,6 +284,7 @@ class BackboneConfig(Strict):
     sequence: SequenceEncoderConfig | None = None
     graph: GraphEncoderConfig | None = None  # type graph (filled with defaults when unset)
     unimol: UniMolConfig | None = None  # type unimol: local weight files
+    extend_vocab: ExtendVocabConfig | None = None  # hf: add the data's missing characters / words to the tokenizer
 
     @model_validator(mode="after")
     def _module_needed(self) -> BackboneConfig:
@@ -277,6 +293,9 @@ class BackboneConfig(Strict):
         if self.module and self.sequence is not None:
             raise ValueError("backbone.module and backbone.sequence both describe the encoder; keep backbone.module "
                              "for your own ptls encoder, or backbone.sequence to build one from the data")
+        if self.extend_vocab is not None and self.type != "hf":
+            raise ValueError(f"backbone.extend_vocab adds tokens to a Hugging Face tokenizer, so it needs backbone.type "
+                             f"'hf', not '{self.type}'; remove backbone.extend_vocab or use an hf backbone")
         return self
 
 
@@ -444,6 +463,12 @@ class PretrainObjectiveConfig(Strict):
     ``attribute_masking`` (molecules, graph encoder, no labels read): the atom types of ``mask_rate`` of each
     molecule's atoms are hidden and predicted from the message-passing states (Hu et al., 2020).
 
+    ``mlm`` (text, Hugging Face encoder, no labels read): masked-language-model training continued on the text of
+    data.train (its text / text_pair columns) and ``text_files``; ``mask_rate`` of each document's tokens are
+    picked, per word piece (``masking: token``; on CJK text a BERT tokenizer makes every character a piece, so
+    this is character masking) or per word (``whole_word``: all pieces of a word together), and replaced 80/10/10
+    by the mask token / a random token / themselves (Devlin et al., 2019).
+
     ``supervised`` (every task): fit on the labels, then export. ``coles`` (event sequences, no labels read):
     contrastive learning over ``split_count`` views (sub-sequences of ``min_len``..``max_len`` events) per entity
     and batch; views of one entity are positives, views of the batch's other entities negatives. An entity with
@@ -452,7 +477,7 @@ class PretrainObjectiveConfig(Strict):
     pretraining (counted in the log). The other keys configure ptls' CoLES loss.
     """
 
-    name: str = "supervised"  # a registered objective (headstart.pretraining): supervised, coles, attribute_masking
+    name: str = "supervised"  # a registered objective (headstart.pretraining): supervised, coles, attribute_masking, mlm
     split_count: int = Field(5, ge=2)  # coles: views per entity in a batch
     min_len: int = Field(1, ge=1)  # coles: shortest view; 1 lets 2-event histories give different views
     max_len: int = Field(100, ge=1)  # coles: longest view
@@ -462,7 +487,12 @@ class PretrainObjectiveConfig(Strict):
     margin: float = Field(0.5, gt=0.0)  # coles contrastive: distance negatives are pushed beyond
     neg_count: int = Field(5, ge=1)  # coles contrastive: hardest negatives per view
     temperature: float = Field(0.05, gt=0.0)  # coles softmax
-    mask_rate: float = Field(0.15, gt=0.0, lt=1.0)  # attribute_masking (molecules): share of atoms masked per graph
+    mask_rate: float = Field(0.15, gt=0.0, lt=1.0)  # attribute_masking: share of atoms per graph; mlm: of tokens
+    # mlm: token = each word piece alone (character masking on CJK text), whole_word = a word's pieces together
+    masking: Literal["token", "whole_word"] = "token"
+    # mlm: more unlabelled text besides data.train's text column: csv / tsv / jsonl / parquet (their
+    # data.text_column), or any other UTF-8 file (.txt ...) with one document per line
+    text_files: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod

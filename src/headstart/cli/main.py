@@ -134,15 +134,23 @@ def fit(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute frozen blocks every epoch "
                                                               "(cache.enabled=false).")] = False,
     objective: Annotated[str | None, typer.Option(help="pretrain only: objective.name, supervised (fit on the "
-                                                       "labels, the default), coles (event sequences, no "
-                                                       "labels) or attribute_masking (molecules, no labels).")]
+                                                       "labels, the default), coles (event sequences), "
+                                                       "attribute_masking (molecules) or mlm (masked-language "
+                                                       "model on text); the last three need no labels.")]
     = None,
+    classic_baseline: Annotated[bool, typer.Option("--baseline", help="fit only: also fit the modality's classic "
+                                                                      "baseline (TF-IDF + logistic regression, "
+                                                                      "...) on the same split: baseline.json, "
+                                                                      "summary.json classic_baseline.")] = False,
 ) -> None:
     """Fine-tune a model as CONFIG describes and write a run directory."""
     if overwrite and resume:
         ctx.fail("--overwrite and --resume cannot be used together: --resume continues the run in output_dir "
                  "from checkpoints/last.ckpt, --overwrite deletes that run and starts again. Pick one.")
     exporting = ctx.info_name == "pretrain"  # the same command, registered twice
+    if classic_baseline and exporting:
+        ctx.fail("--baseline fits a classic model beside a fine-tuned run; `headstart pretrain` exports an encoder. "
+                 "Use it with: headstart fit CONFIG --baseline.")
     if objective is not None and not exporting:
         ctx.fail(f"--objective {objective} chooses what `headstart pretrain` trains on; fit always trains on the "
                  f"labels. Run: headstart pretrain CONFIG --objective {objective}.")
@@ -161,7 +169,8 @@ def fit(
     else:
         from headstart.experiments.fit import run_fit
 
-        result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=False, keep_last=keep_last)
+        result = run_fit(cfg, overwrite=overwrite, resume=resume, export_pretrained=False, keep_last=keep_last,
+                         classic_baseline=classic_baseline)
     if getattr(result, "rank", 0) != 0:
         return  # another process of a multi-process run: rank 0 reports
     typer.echo(f"\nRun written to {result.run_dir}")
@@ -175,8 +184,9 @@ app.command(
     help="Train an encoder on dataset A as CONFIG describes and export its best weights with their architecture "
          "record (and vocabularies) as pretrained.safetensors, for `headstart fit --pretrain RUN_DIR` on dataset "
          "B. The objective (objective.name, --objective) is supervised (like fit, on the labels), coles "
-         "(contrastive views of event sequences) or attribute_masking (masked atom types of molecules); the last "
-         "two need no labels.",
+         "(contrastive views of event sequences), attribute_masking (masked atom types of molecules) or mlm "
+         "(masked-language-model training of a text encoder on unlabelled text: data.train's text column and "
+         "objective.text_files); the last three need no labels.",
 )(fit)
 
 
@@ -211,6 +221,10 @@ def compare(
                                               metavar="I/N", show_default=False)] = None,
     collect: Annotated[bool, typer.Option("--collect", help="Train nothing: once every shard has finished, write "
                                                             "results.csv, summary.md and report.html.")] = False,
+    classic_baseline: Annotated[bool, typer.Option("--classic-baseline/--no-classic-baseline",
+                                                   help="Also fit the modality's classic baseline (TF-IDF + logistic "
+                                                        "regression, pixels + logistic regression, RFM / Morgan + "
+                                                        "LightGBM) once on the grid's split and report it.")] = True,
 ) -> None:
     """Compare strategies over seeds on identical splits: results.csv, summary.md, plots, report.html.
 
@@ -226,7 +240,8 @@ def compare(
         base, cells, _ = top_trial_cells(inputs[0], top or 3)
         result = run_compare(base, cells, seeds, overrides=_parse_sets(sets),
                              output_dir=output_dir or inputs[0] / "top-compare", workers=workers,
-                             threads=threads, metric=metric, baseline=baseline, shard=part, collect=collect)
+                             threads=threads, metric=metric, baseline=baseline, shard=part, collect=collect,
+                             classic_baseline=classic_baseline)
     elif top is not None:
         raise ConfigError(f"--top re-runs the best trials of a tune directory; '{inputs[0]}' is not one (it has no "
                           f"tune.json and base.yaml).")
@@ -238,7 +253,8 @@ def compare(
             raise ConfigError("compare CONFIG needs --strategies, e.g. --strategies linear_probe,partial:2,full.")
         result = run_compare(configs[0], strategies, seeds, overrides=_parse_sets(sets),
                              output_dir=output_dir, split_seed=split_seed, workers=workers, threads=threads,
-                             metric=metric, baseline=baseline, shard=part, collect=collect)
+                             metric=metric, baseline=baseline, shard=part, collect=collect,
+                             classic_baseline=classic_baseline)
     else:
         if strategies or sets:
             raise ConfigError("--strategies and --set apply to a config grid; run directories are compared as "

@@ -201,7 +201,8 @@ class EventSet(Dataset):
 
     def __init__(self, ids: Sequence[str], offsets: np.ndarray, columns: Mapping[str, np.ndarray],
                  fields: EventFields, labels: np.ndarray | None = None,
-                 preprocessing: Mapping[str, Any] | None = None, rows: np.ndarray | None = None) -> None:
+                 preprocessing: Mapping[str, Any] | None = None, rows: np.ndarray | None = None,
+                 times: np.ndarray | None = None) -> None:
         self.ids = [str(i) for i in ids]
         # an int id per entity that survives subsets (predictions files, stack folds): the file row of its
         # earliest event; positions when not given
@@ -217,6 +218,9 @@ class EventSet(Dataset):
             labels, dtype=np.float32 if np.asarray(labels).dtype.kind == "f" else np.int64)
         self.lengths = np.diff(self.offsets)
         self.preprocessing = dict(preprocessing) if preprocessing is not None else {"events": _FORMAT}
+        # each event's time as read (float64: the column's units, days for dates), for features the encoder does
+        # not see (the classic RFM baseline's recency and tenure); None when unknown. Not part of fingerprint().
+        self.times = None if times is None else np.asarray(times, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -233,7 +237,8 @@ class EventSet(Dataset):
         offsets, events = take_entities(self.offsets, idx)
         return EventSet([self.ids[i] for i in idx], offsets, {k: v[events] for k, v in self.columns.items()},
                         self.fields,
-                        None if self.labels is None else self.labels[idx], self.preprocessing, self.rows[idx])
+                        None if self.labels is None else self.labels[idx], self.preprocessing, self.rows[idx],
+                        None if self.times is None else self.times[events])
 
     def fingerprint(self) -> str:
         """Hash of exactly what the encoder sees: the data part of a feature-cache key."""
@@ -451,4 +456,4 @@ def _event_set(table: EventTable, encoders: EventEncoders, label_map: LabelMap |
                      "max_events": encoders.max_events, "categorical": encoders.fields.categorical,
                      "numeric": {k: t.kind for k, t in encoders.numeric.items()}}
     return EventSet(table.ids.tolist(), table.offsets, encoders.encode(table), encoders.fields, codes, preprocessing,
-                    rows=table.rows[table.offsets[:-1]] if len(table) else None)
+                    rows=table.rows[table.offsets[:-1]] if len(table) else None, times=table.time)

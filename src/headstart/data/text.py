@@ -45,6 +45,8 @@ class TextSplits:
     val: pd.DataFrame
     test: pd.DataFrame | None
     label_map: LabelMap | RegressionTargets
+    # the run's data state, settled by TextModality.settle (backbone.extend_vocab's added tokens) or None
+    state: dict[str, Any] | None = None
 
 
 def load_text_splits(

@@ -30,15 +30,21 @@ class TokenizerCoverage:
     max_length: int
     length_p95: int  # the max_length that would keep 95% of the rows whole
     examples: list[dict[str, str]] = field(default_factory=list)  # the rows with the most unknown pieces
+    # backbone.extend_vocab: the base tokenizer's unknown-token rate, and how many tokens were added to it
+    unk_rate_before_extension: float | None = None
+    added_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         """One line for the console: the two rates and what would cover 95% of the rows."""
-        return (f"Tokenizer coverage ({self.rows} training rows): {self.unk_rate:.1%} of word pieces are unknown "
-                f"({self.rows_with_unk:.0%} of rows have one); {self.truncated_rate:.1%} of rows are cut at "
-                f"data.max_length {self.max_length} (95% fit in {self.length_p95}).")
+        extended = ("" if self.added_tokens is None else
+                    f" with {self.added_tokens} added tokens (backbone.extend_vocab; "
+                    f"{self.unk_rate_before_extension or 0.0:.1%} before)")
+        return (f"Tokenizer coverage ({self.rows} training rows): {self.unk_rate:.1%} of word pieces are unknown"
+                f"{extended} ({self.rows_with_unk:.0%} of rows have one); {self.truncated_rate:.1%} of rows are cut "
+                f"at data.max_length {self.max_length} (95% fit in {self.length_p95}).")
 
 
 def measure_coverage(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_length: int,
@@ -82,8 +88,8 @@ def coverage_error(coverage: TokenizerCoverage, max_unk_rate: float, model: str)
         f"(limit data.max_unk_rate = {max_unk_rate:.1%}; {coverage.rows_with_unk:.0%} of {coverage.rows} sampled "
         f"rows have one): {shown}. The model would learn from unknown-token noise. Fixes: (1) a model whose "
         f"vocabulary covers this language (backbone.name_or_path, a local Hugging Face model directory); (2) extend "
-        f"the vocabulary with the missing characters or words (benchmarks/make_char_vocab_model.py builds such a "
-        f"model); (3) continue pretraining the encoder on unlabelled text of this domain (headstart pretrain). To "
+        f"the vocabulary with the missing characters or words: backbone.extend_vocab: {{from: train, min_freq: 2}} "
+        f"(new embedding rows, trained during fine-tuning; use strategy full or partial); (3) continue pretraining the encoder on unlabelled text of this domain (headstart pretrain). To "
         f"train anyway, set data.accept_unk: true."
     )
 

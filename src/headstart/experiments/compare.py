@@ -94,6 +94,7 @@ class CompareResult:
     files: dict[str, Path]
     shard: Shard | None = None  # set when only this shard of the grid ran (no summary or report yet)
     message: str = ""  # a shard's closing words: what ran, and that --collect writes the results
+    classic: dict[str, Any] | None = None  # the classic baseline's results.csv row (not among ``rows``)
 
 
 def _split_top_level(text: str, ranges: bool = False) -> list[str]:
@@ -243,9 +244,11 @@ def row_from_run(run_dir: Path, strategy: str, seed: Any, status: str = "done", 
 
 
 def write_results_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    metrics = sorted({k for r in rows for k in r if k not in BASE_COLUMNS})
+    """``rows`` as CSV: BASE_COLUMNS, the metrics (sorted), then ``note`` (what the classic baseline's row is)."""
+    trailing = ["note"]
+    metrics = sorted({k for r in rows for k in r if k not in BASE_COLUMNS and k not in trailing})
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*BASE_COLUMNS, *metrics], extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=[*BASE_COLUMNS, *metrics, *trailing], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -265,13 +268,17 @@ def run_compare(
     verbose: bool = True,
     shard: str | Shard | None = None,
     collect: bool = False,
+    classic_baseline: bool = True,
 ) -> CompareResult:
     """Run (or finish) the grid and write results.csv, summary.md, plots and report.html.
 
     Rerunning the same command finishes an interrupted grid: finished cells are kept, cells stopped mid-run
     resume from their last finished epoch, changed cells are rerun. ``strategies`` may be cells made elsewhere
     (``headstart compare TUNE_DIR --top K``: a tune's best trials). ``shard="I/N"`` runs only shard I's cells and
-    writes no summary; ``collect=True`` runs nothing and writes the results once every cell is finished."""
+    writes no summary; ``collect=True`` runs nothing and writes the results once every cell is finished.
+    ``classic_baseline``: also fit the modality's classic baseline (TF-IDF + logistic regression ...) once on the
+    grid's split and report it as the ``baseline:<name>`` row (written with the whole grid's results: by an
+    unsharded run or ``--collect``, never by a shard)."""
     if shard is not None and collect:
         raise ConfigError("--shard and --collect cannot be used together: --shard I/N trains one part of the grid, "
                           "--collect trains nothing and writes the grid's results once every shard has finished. "
@@ -302,7 +309,7 @@ def run_compare(
             print(lock.note())
         return _run_grid(config, base_cfg, cells, seed_list, grid, configs, out, split_seed=split_seed,
                          workers=workers, per_worker=per_worker, metric=metric, baseline=baseline, verbose=verbose,
-                         shard=part, collect=collect)
+                         shard=part, collect=collect, classic_baseline=classic_baseline)
     finally:
         lock.release()
 
@@ -310,7 +317,8 @@ def run_compare(
 def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed_list: list[int],
               grid: list[tuple[StrategyCell, int, str]], configs: dict[str, dict[str, Any]], out: Path, *,
               split_seed: int, workers: int, per_worker: int | None, metric: str, baseline: str | None,
-              verbose: bool, shard: Shard | None = None, collect: bool = False) -> CompareResult:
+              verbose: bool, shard: Shard | None = None, collect: bool = False,
+              classic_baseline: bool = True) -> CompareResult:
     """``run_compare`` once the compare directory is locked: skip, resume or run each cell (of ``shard``), then
     report (the whole grid only: a shard writes its own rows, ``collect`` runs nothing)."""
     labels = [c.label for c in cells]
@@ -399,22 +407,31 @@ def _run_grid(config: str | Path, base_cfg: Any, cells: list[StrategyCell], seed
                      f"command with --collect instead of --shard {shard.label} to write results.csv, summary.md "
                      f"and report.html.")
         return CompareResult(out, ordered, {results_path.name: results_path}, shard=shard, message=message)
+    classic = None
+    if classic_baseline:  # once per grid, on the split every cell uses; reused while that split is unchanged
+        from headstart.baselines import compare_baseline_row
+
+        classic = compare_baseline_row(base_cfg, split_seed, out, verbose=verbose)
     return _write_grid_report(config, base_cfg, labels, seed_list, ordered, out, split_seed=split_seed,
-                              metric=metric, baseline=baseline)
+                              metric=metric, baseline=baseline, classic=classic)
 
 
 def _write_grid_report(config: str | Path, base_cfg: Any, labels: list[str], seed_list: list[int],
                        ordered: list[dict[str, Any]], out: Path, *, split_seed: int, metric: str,
-                       baseline: str | None) -> CompareResult:
-    """The whole grid's results.csv, summary.md, plots and report.html (an unsharded run or ``--collect``)."""
+                       baseline: str | None, classic: dict[str, Any] | None = None) -> CompareResult:
+    """The whole grid's results.csv, summary.md, plots and report.html (an unsharded run or ``--collect``);
+    ``classic``: the classic baseline's row, written after the strategies' rows."""
     from headstart.experiments.report import write_compare_report
 
-    write_results_csv(ordered, out / "results.csv")
+    write_results_csv([*ordered, *([classic] if classic else [])], out / "results.csv")
     notes = [f"Grid: `{config}` with strategies {', '.join(labels)} and seeds {', '.join(map(str, seed_list))}; "
              f"every run uses data split seed {split_seed}, so all runs see identical train/val/test rows."]
+    if classic is not None:
+        notes.append(f"The classic baseline ({classic['strategy']}) was fitted once on the same split (data split "
+                     f"seed {split_seed}); --no-classic-baseline leaves it out.")
     files = write_compare_report(ordered, out, metric=metric, baseline=baseline,
-                                 title=f"headstart compare: {base_cfg.name}", notes=notes)
-    return CompareResult(out, ordered, {"results.csv": out / "results.csv", **files})
+                                 title=f"headstart compare: {base_cfg.name}", notes=notes, classic=classic)
+    return CompareResult(out, ordered, {"results.csv": out / "results.csv", **files}, classic=classic)
 
 
 def _other_records(out: Path, own: Path) -> dict[str, list[dict[str, Any]]]:

@@ -41,7 +41,14 @@ from headstart.experiments.build import (
     seed_everything,
 )
 from headstart.experiments.inspect import format_inspect, train_batches
-from headstart.experiments.rundir import epochs_done, peak_rss_mb, prepare_run_dir, resume_hint, trim_heap
+from headstart.experiments.rundir import (
+    epochs_done,
+    peak_rss_mb,
+    prepare_run_dir,
+    record_failure,
+    resume_hint,
+    trim_heap,
+)
 from headstart.fileio import atomic_path, atomic_write_text, write_json
 from headstart.metrics.plots import plot_curves
 from headstart.modalities import Modality, get_modality
@@ -88,6 +95,7 @@ def run_fit(
     keep_last: bool = False,
     resume_how: str = "run the same command with --resume",
     one_process: bool = False,
+    classic_baseline: bool = False,
 ) -> FitResult:
     """Train ``cfg`` into its run directory; ``callbacks`` are extra Lightning callbacks (timers, probes).
 
@@ -101,6 +109,8 @@ def run_fit(
     ``resume_how``: what an interrupted run's message tells the user to do (compare / stack: rerun them).
     ``one_process``: refuse a config that would train with several processes (compare / stack / tune workers:
     Lightning's launcher would re-run their whole command).
+    ``classic_baseline`` (``fit --baseline``): also fit the modality's classic baseline on the same split
+    (``baseline.json``, summary.json ``classic_baseline``, a console line saying which wins).
     """
     t0 = time.perf_counter()
     modality = get_modality(cfg.task)
@@ -122,7 +132,11 @@ def run_fit(
     try:
         return _run_locked(cfg, run, t0, modality, resume=resume, verbose=verbose, callbacks=callbacks,
                            export_pretrained=export_pretrained, splits=splits, predict=predict, keep_last=keep_last,
-                           lock_note=lock.note(), resume_how=resume_how, world=(rank, world, local))
+                           lock_note=lock.note(), resume_how=resume_how, world=(rank, world, local),
+                           classic_baseline=classic_baseline)
+    except BaseException as exc:
+        record_failure(run, exc, resume_how)
+        raise
     finally:
         lock.release()
 
@@ -130,7 +144,7 @@ def run_fit(
 def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, resume: bool, verbose: bool,
                 callbacks: list[pl.Callback] | None, export_pretrained: bool, splits: Any,
                 predict: dict[str, Any] | None, keep_last: bool, lock_note: str | None,
-                resume_how: str, world: tuple[int, int, int]) -> FitResult:
+                resume_how: str, world: tuple[int, int, int], classic_baseline: bool = False) -> FitResult:
     """``run_fit`` once ``run`` is locked and prepared (on rank 0; other ranks only train, see
     headstart.train.distributed)."""
     rank, n_proc, local_procs = world
@@ -205,7 +219,7 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
     if writer and not resume:
         atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
         label_map.to_json(run / "labels.json")
-        modality.save_state(run, data_state)
+        modality.save_state(run, data_state, backbone=model.backbone)
         modality.write_splits(run, splits)
 
     # Weights no step can change (linear probe / partial prefix / LoRA base) are written once, not per epoch,
@@ -343,6 +357,11 @@ def _run_locked(cfg: RunConfig, run: Path, t0: float, modality: Modality, *, res
         print(f"Kept: checkpoints/best.safetensors (epoch {best.best_epoch})"
               + (", checkpoints/last.ckpt (--keep-last)" if keep_last else "; last.ckpt dropped (--keep-last "
                  "keeps the training state)"))
+    if classic_baseline:  # the modality's classic model on the same rows (headstart.baselines)
+        from headstart.baselines import fit_run_baseline
+
+        summary["classic_baseline"] = fit_run_baseline(cfg, splits, run, summary, verbose=verbose)
+        write_json(run / "summary.json", summary)
     return FitResult(run, summary)
 
 

@@ -156,7 +156,8 @@ def _wrap_label(name: str, width: int = 16) -> str:
     return "\n".join(lines)
 
 
-def _plot_metric(groups: dict[str, list[dict[str, Any]]], metric: str, baseline: str | None, path: Path) -> None:
+def _plot_metric(groups: dict[str, list[dict[str, Any]]], metric: str, baseline: str | None, path: Path,
+                 classic: tuple[str, float] | None = None) -> None:
     names = [g for g, runs in groups.items() if _values(runs, metric)]
     fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2.5), 4.2), layout="constrained")
     ax = fig.add_subplot()
@@ -176,9 +177,11 @@ def _plot_metric(groups: dict[str, list[dict[str, Any]]], metric: str, baseline:
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by strategy\n(mean ± std; grey dots = seeds)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
+    if classic is not None and math.isfinite(classic[1]):
+        ax.axhline(classic[1], color="0.2", linestyle=":", linewidth=1.5, label=f"classic baseline: {classic[0]}")
     if names:
         ax.set_xlim(-0.6, len(names) - 0.4)
-        if baseline in names:
+        if baseline in names or classic is not None:
             ax.legend(fontsize=8, loc="best")
     else:
         _no_data(ax, f"no finished run has {metric}")
@@ -301,6 +304,31 @@ def _summary_table(groups: dict[str, list[dict[str, Any]]], failed: dict[str, in
     return table
 
 
+def _classic_cells(classic: Mapping[str, Any], metrics: list[str], width: int) -> list[Cell]:
+    """The classic baseline's line of the strategies table: one fit, so values without ± std."""
+    done = _is_done(classic)
+    cells: list[Cell] = [f"{classic['strategy']} (classic)", "1" if done else "0", "0"]
+    cells += [fmt(_num(classic.get(m))) if done else "n/a" for m in metrics]
+    cells += [fmt(_num(classic.get("wall_time_s")), 1), "n/a", "n/a"]
+    return cells[:width]
+
+
+def _classic_lines(classic: Mapping[str, Any], groups: dict[str, list[dict[str, Any]]], usable: list[str],
+                   metric: str) -> tuple[str, list[str]]:
+    """(the verdict sentence, the classic section's lines) of a classic baseline row."""
+    from headstart.baselines.run import baseline_label, verdict
+
+    label = baseline_label(str(classic["strategy"]))
+    if not _is_done(classic):
+        why = str(classic.get("note") or classic.get("status")).removeprefix("classic baseline skipped: ")
+        return f"The classic baseline ({label}) did not run: {why}", [why]
+    sentence = verdict(label, classic.get(metric), {g: _mean(groups[g], metric) for g in usable}, metric)
+    lines = [sentence, str(classic.get("note") or label),
+             "It is fitted once (no seeds), on the training rows every strategy trains on; its settings are chosen on "
+             "the validation rows and its metrics come from the same code as the strategies' runs."]
+    return sentence, lines
+
+
 def _paired_table(entries: list[dict[str, Any]], points: bool) -> Table:
     table = Table(["strategy", "n pairs", "mean diff", "t-test p", "Wilcoxon p", "Cohen's d_z", "seeds"],
                   numeric=frozenset(range(1, 6)))
@@ -348,20 +376,28 @@ def write_compare_report(
     cost_key: str = "wall_time_s",
     extra_metrics: Sequence[str] = ("test_f1",),
     notes: Sequence[str] = (),
+    classic: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write summary.md, report.html and plots/*.png for a compare grid into ``out_dir``.
 
     ``rows`` holds one dict per run (``run``, ``strategy``, ``seed``, ``status``, ``run_dir``, timings,
     parameter counts and ``val_*``/``test_*`` metrics; CSV strings are fine). Runs whose status is not
     "done" are only listed. When no run has ``metric`` (no test split), its ``val_`` twin is used and the
-    report says so. ``baseline`` defaults to "full" when present, else the first strategy. Returns the
-    written files by name: summary_md, report_html, metric_by_strategy, cost_vs_quality.
+    report says so. ``baseline`` defaults to "full" when present, else the first strategy. ``classic``: the
+    classic baseline's row (``strategy`` ``baseline:<name>``; also taken from ``rows``, as results.csv holds
+    it): shown beside the strategies, outside the paired tests, with a sentence saying whether it wins. Returns
+    the written files by name: summary_md, report_html, metric_by_strategy, cost_vs_quality.
     """
+    from headstart.baselines.run import CLASSIC_PREFIX
+
     out_dir = Path(out_dir)
     all_rows: list[dict[str, Any]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise DataError(f"write_compare_report: row {i} is a {type(row).__name__}, expected a dict per run.")
+        if str(row.get("strategy") or "").startswith(CLASSIC_PREFIX):
+            classic = classic or row
+            continue
         all_rows.append({**row, "strategy": str(row.get("strategy") or "(no strategy)")})
     done = [r for r in all_rows if _is_done(r)]
     warns: list[str] = []
@@ -395,10 +431,17 @@ def write_compare_report(
     n_done = len(done)
     intro = [f"Metric: {used} ({'lower' if _lower_is_better(used) else 'higher'} is better); baseline: {baseline}; "
              f"{len(order)} strategies, {n_done} finished run(s), {len(all_rows) - n_done} failed."]
+    classic_section: list[str] = []
+    if classic is not None:
+        sentence, classic_section = _classic_lines(classic, groups, usable, used)
+        intro.append(sentence)
 
     plots_dir = out_dir / "plots"
     metric_png, cost_png = plots_dir / "metric_by_strategy.png", plots_dir / "cost_vs_quality.png"
-    _plot_metric(groups, used, baseline, metric_png)
+    classic_line = None
+    if classic is not None and _is_done(classic):
+        classic_line = (str(classic["strategy"]), _num(classic.get(used)))
+    _plot_metric(groups, used, baseline, metric_png, classic_line)
     _plot_cost(groups, used, cost_key, cost_png)
     images = [
         Image(metric_png, "plots/metric_by_strategy.png",
@@ -409,12 +452,16 @@ def write_compare_report(
               f"Quality vs cost: mean {used} (± std) against mean {cost_key} and trainable parameters."),
     ]
 
+    summary = _summary_table(groups, failed, [used, *extras], baseline)
+    if classic is not None:
+        summary.rows.append(_classic_cells(classic, [used, *extras], len(summary.headers)))
+        summary.row_classes.append("classic")
     content = ReportContent(
         title=title,
         created=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         intro=intro,
         warnings=warns,
-        summary=_summary_table(groups, failed, [used, *extras], baseline),
+        summary=summary,
         paired_heading=f"Paired tests against {baseline} (same seeds, same splits)",
         paired=_paired_table(entries, points),
         paired_notes=_paired_notes(compared, groups, usable, used),
@@ -422,6 +469,7 @@ def write_compare_report(
         notes=[str(n) for n in notes],
         runs=_runs_table(all_rows, [used, *extras], out_dir),
         images=images,
+        classic=classic_section,
     )
     summary_md, report_html = out_dir / "summary.md", out_dir / "report.html"
     atomic_write_text(summary_md, render_markdown(content))

@@ -82,6 +82,7 @@ class ReportContent:
     notes: list[str]
     runs: Table
     images: list[Image]
+    classic: list[str] = field(default_factory=list)  # the classic baseline's verdict and settings
 
 
 @dataclass
@@ -118,6 +119,7 @@ th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: left; ver
 thead th { background: var(--head); }
 td.num { text-align: right; white-space: nowrap; }
 tr.baseline td { font-weight: 600; }
+tr.classic td { font-style: italic; border-top: 2px solid var(--line); }
 tr.failed td { color: var(--bad); }
 a { color: var(--accent); }
 .links a + a { margin-left: 8px; }
@@ -217,6 +219,9 @@ def render_html(content: ReportContent) -> str:
     parts += [f'<div class="warn" role="note">{_esc(line)}</div>' for line in content.warnings]
     parts += ["<section><h2>Strategies</h2>", _table(content.summary, "summary", "mean ± std over seeds")]
     parts.append("</section>")
+    if content.classic:
+        parts += ['<section><h2>Classic baseline</h2>', *(f"<p>{_esc(line)}</p>" for line in content.classic),
+                  "</section>"]
     parts += [f"<section><h2>{_esc(content.paired_heading)}</h2>",
               _table(content.paired, "paired", "differences are strategy minus baseline, seed by seed")]
     parts += [f'<p class="note">{_esc(line)}</p>' for line in content.paired_notes]
@@ -255,7 +260,10 @@ def render_markdown(c: ReportContent) -> str:
     """The report as GitHub-flavoured markdown (summary.md): the same tables and sentences, plots linked."""
     lines = [f"# {c.title}", "", f"Created {c.created}. Full report with plots: [report.html](report.html).", ""]
     lines += [*(f"{line}\n" for line in c.intro), *(f"> **Warning:** {w}\n" for w in c.warnings)]
-    lines += ["## Strategies", "", *_md_table(c.summary), "", f"## {c.paired_heading}", ""]
+    lines += ["## Strategies", "", *_md_table(c.summary), ""]
+    if c.classic:
+        lines += ["## Classic baseline", "", *(f"{line}\n" for line in c.classic)]
+    lines += [f"## {c.paired_heading}", ""]
     lines += [*_md_table(c.paired), "", *(f"{n}\n" for n in c.paired_notes)]
     if c.findings:
         lines += ["## Reading", "", *(f"- {f}" for f in c.findings), ""]

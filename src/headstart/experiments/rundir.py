@@ -23,11 +23,12 @@ from typing import Any
 
 from headstart.errors import RunDirError
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "lock_holder", "peak_rss_mb", "prepare_run_dir",
-           "require_run_dir", "resume_hint", "trim_heap"]
+__all__ = ["FAILED_FILE", "LOCK_FILE", "RUN_FILES", "RunLock", "epochs_done", "lock_holder", "peak_rss_mb",
+           "prepare_run_dir", "record_failure", "require_run_dir", "resume_hint", "trim_heap"]
 
 RUN_FILES = ("config.yaml", "labels.json", "metrics.csv", "summary.json", "checkpoints", "plots", "tb")
 LOCK_FILE = ".headstart.lock"
+FAILED_FILE = "failed.json"  # why the last attempt in this directory stopped on an error (removed by the next start)
 
 
 def _unwritable(path: Path, exc: OSError, what: str = "run directory") -> RunDirError:
@@ -176,11 +177,15 @@ def _prepare_locked(run: Path, overwrite: bool, resume: bool) -> None:
                    "no epoch of the earlier run finished, so there is nothing to continue from")
             raise RunDirError(f"Cannot resume '{run}': '{last}' does not exist: {why}. Pass --overwrite instead "
                               f"of --resume to train again from the start, or choose another --output-dir.")
+        (run / FAILED_FILE).unlink(missing_ok=True)
         return
     if not run.exists() or _is_empty_skeleton(run):
+        if run.exists():
+            (run / FAILED_FILE).unlink(missing_ok=True)
         _make_dirs(run)
         return
     if not overwrite:
+        failed = _failure_line(run)
         if last.exists() and not finished:
             raise RunDirError(
                 f"The run directory '{run}' holds an interrupted run: {done} epoch(s) done, saved in "
@@ -188,8 +193,9 @@ def _prepare_locked(run: Path, overwrite: bool, resume: bool) -> None:
                 f"or pass --overwrite to start again (the finished epochs are lost), or choose another --output-dir."
             )
         raise RunDirError(
-            f"The run directory '{run}' already exists and is not empty; headstart never overwrites a run. "
-            f"Pass --overwrite to replace it"
+            f"The run directory '{run}' already exists and is not empty"
+            + (f" (an earlier attempt failed: {failed})" if failed else "")
+            + "; headstart never overwrites a run. Pass --overwrite to replace it"
             + (", --resume to continue it" if last.exists() else "")
             + ", or choose another --output-dir."
         )
@@ -226,17 +232,55 @@ def epochs_done(run: str | Path) -> int:
 
 
 def _is_empty_skeleton(run: Path) -> bool:
-    """True for an empty directory, or one holding only the empty folders a failed start left behind.
+    """True for an empty directory, or one holding only what a failed start left behind (``failed.json``,
+    empty ``checkpoints/`` and ``plots/`` folders).
 
     ``prepare_run_dir`` creates ``checkpoints/`` and ``plots/`` before the data is read; when the run then
     stops on a data or config error, running it again (after the fix) must not call it an existing run.
     """
     for child in run.iterdir():
-        if child.name == LOCK_FILE:
+        if child.name in (LOCK_FILE, FAILED_FILE):
             continue
         if not (child.is_dir() and child.name in ("checkpoints", "plots") and not any(child.iterdir())):
             return False
     return True
+
+
+def record_failure(run: Path, exc: BaseException, resume_how: str = "run the same command with --resume") -> None:
+    """After a run stopped on an error: remove the empty folders ``prepare_run_dir`` made and, for an error
+    (not Ctrl-C), write ``failed.json`` saying what failed and what to run next. Never raises: the original
+    error is what the user must see."""
+    from headstart.errors import RunInterrupted
+
+    with contextlib.suppress(OSError):
+        for name in ("checkpoints", "plots"):
+            folder = run / name
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    if not isinstance(exc, Exception) or isinstance(exc, RunInterrupted):
+        return  # an interruption is not a failure: last.ckpt and the resume message say what to do
+    done = epochs_done(run)
+    if done:
+        then = f"fix the cause, then {resume_how} to continue from epoch {done + 1} (checkpoints/last.ckpt)"
+    elif _is_empty_skeleton(run):
+        then = "fix the cause, then run the same command again: this directory is reused as it is"
+    else:
+        then = "fix the cause, then run the same command with --overwrite (no epoch was saved)"
+    record = {"error": type(exc).__name__, "message": str(exc)[:4000], "epochs_done": done,
+              "failed_at": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300], "next": then}
+    with contextlib.suppress(OSError):
+        from headstart.fileio import write_json
+
+        write_json(run / FAILED_FILE, record)
+
+
+def _failure_line(run: Path) -> str | None:
+    """The error recorded in ``failed.json`` (its first line), if an earlier attempt left one."""
+    try:
+        record = json.loads((run / FAILED_FILE).read_text(encoding="utf-8"))
+        return f"{record.get('error')}: {str(record.get('message', '')).splitlines()[0][:200]}"
+    except (OSError, ValueError, AttributeError, IndexError):
+        return None
 
 
 def require_run_dir(path: str | Path) -> Path:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from headstart.backbones import Backbone
+    from headstart.baselines import ClassicBaseline
     from headstart.config import RunConfig
 
 __all__ = ["Inputs", "Modality", "get_modality", "modality_names", "register_modality"]
@@ -51,6 +52,8 @@ class Modality:
     task: str = ""
     # what its label columns can hold: class labels and / or numbers (regression)
     kinds: tuple[str, ...] = ("classification",)
+    # the registered name of its classic baseline (headstart.baselines: tfidf_logreg ...); "" for none
+    baseline: str = ""
 
     # ----- before anything runs ------------------------------------------------------------------------
     def check(self, cfg: RunConfig, training: bool = True) -> None:
@@ -81,13 +84,21 @@ class Modality:
         """How many rows a split holds, in the modality's words (for the run's console line)."""
         return f"{len(self.labels(rows))} rows"
 
+    def classic_baseline(self) -> ClassicBaseline | None:
+        """The classic model ``compare`` and ``fit --baseline`` report beside the fine-tuned ones (fitted on the
+        same splits), or None where the modality has none."""
+        from headstart.baselines import get_baseline
+
+        return get_baseline(self.baseline) if self.baseline else None
+
     # ----- state a run keeps for reading new files ----------------------------------------------------------
     def data_state(self, splits: Any) -> dict[str, Any] | None:
         """JSON-serialisable state the model and new files need (vocabularies ...); None when there is none."""
         return None
 
-    def save_state(self, run: Path, state: dict[str, Any] | None) -> None:
-        """Keep ``data_state`` in the run directory (``data_state.json``)."""
+    def save_state(self, run: Path, state: dict[str, Any] | None, backbone: Backbone | None = None) -> None:
+        """Keep ``data_state`` in the run directory (``data_state.json``); ``backbone`` (the built encoder) where
+        the state is also worth keeping in its own form (text: the extended tokenizer)."""
         if state is not None:
             from headstart.fileio import write_json
 

@@ -70,6 +70,7 @@ class ImageModality(Modality):
 
     name, task = "image", "image_classification"
     kinds = ("classification", "regression")
+    baseline = "pixels_logreg"  # headstart.baselines: the classic row of compare / fit --baseline
 
     def load_splits(self, cfg: RunConfig, seed: int) -> Any:
         from headstart.data.image_splits import load_image_splits

@@ -45,6 +45,7 @@ class MoleculeSplits:
 class MoleculeModality(Modality):
     name, task = "molecule", "molecule_classification"
     kinds = ("classification", "regression")
+    baseline = "morgan_lightgbm"  # headstart.baselines: the classic row of compare / fit --baseline
 
     # ----- data -------------------------------------------------------------------------------------------
     def load_splits(self, cfg: RunConfig, seed: int) -> MoleculeSplits:

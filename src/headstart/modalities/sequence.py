@@ -28,6 +28,7 @@ __all__ = ["SequenceModality"]
 class SequenceModality(Modality):
     name, task = "sequence", "sequence_classification"
     kinds = ("classification", "regression")
+    baseline = "rfm_lightgbm"  # headstart.baselines: the classic row of compare / fit --baseline
 
     def load_splits(self, cfg: RunConfig, seed: int) -> Any:
         from headstart.data.events import load_event_splits

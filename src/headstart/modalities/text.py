@@ -1,4 +1,12 @@
-"""Text classification (single texts or pairs) from csv / tsv / parquet / jsonl with a Hugging Face encoder."""
+"""Text classification (single texts or pairs) from csv / tsv / parquet / jsonl with a Hugging Face encoder.
+
+The run's data state is the vocabulary extension (``backbone.extend_vocab``, see
+headstart.data.vocab_extension): ``{"vocab_extension": {"added": [tokens], "base_size": N, "source": "train" |
+path, "min_freq": M, "max_new": K}}``, or None without one. It is decided once from the training split (or
+adopted from ``cfg.pretrain``'s export), kept in ``data_state.json``, and rebuilt by :meth:`build_backbone`, so
+evaluate / predict / embed read text with the same token ids. The extended tokenizer is also saved in the run's
+``tokenizer/`` folder for use outside headstart.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +26,9 @@ if TYPE_CHECKING:
     from headstart.backbones import Backbone
     from headstart.config import RunConfig
 
-__all__ = ["TextModality", "build_text_loaders"]
+__all__ = ["TextModality", "build_text_loaders", "training_texts"]
+
+VOCAB_KEY = "vocab_extension"
 
 
 def build_text_loaders(cfg: RunConfig, frames: dict[str, Any], tokenizer: Any) -> dict[str, DataLoader]:
@@ -40,6 +50,7 @@ class TextModality(Modality):
 
     name, task = "text", "text_classification"
     kinds = ("classification", "regression")
+    baseline = "tfidf_logreg"  # headstart.baselines: the classic row of compare / fit --baseline
 
     def check(self, cfg: RunConfig, training: bool = True) -> None:
         if training and cfg.backbone.type != "hf":
@@ -50,6 +61,55 @@ class TextModality(Modality):
                 f"already shows their layer map."
             )
         resolve_pair(cfg, cfg.data.text_pair_column is not None, image=False)
+
+    def settle(self, cfg: RunConfig, splits: Any) -> None:
+        splits.state = self.vocab_state(cfg, training_texts(splits.train))
+
+    def vocab_state(self, cfg: RunConfig, texts: list[str]) -> dict[str, Any] | None:
+        """The data state of a run on ``texts`` (the training text): the vocabulary of ``cfg.pretrain``'s export
+        when it extended one (its embedding rows mean those tokens), else ``backbone.extend_vocab``'s tokens
+        found in ``texts`` (or in its ``from`` file), else None. :meth:`build_backbone` builds the model for it."""
+        adopted = _pretrained_vocab(cfg)
+        ext = cfg.backbone.extend_vocab
+        if adopted is not None:
+            if ext is not None:
+                print(f"backbone.extend_vocab: using the vocabulary of the pretrained encoder '{cfg.pretrain}' "
+                      f"({len(adopted['added'])} added tokens) instead of extending it again.")
+            return {VOCAB_KEY: adopted}
+        if ext is None or cfg.backbone.type != "hf":
+            return None
+        from headstart.backbones.hf import load_base_tokenizer, resolve_model_path
+        from headstart.data.vocab_extension import find_new_tokens
+
+        name = resolve_model_path(cfg.backbone.name_or_path)
+        tokenizer = load_base_tokenizer(name)
+        source = texts if ext.from_ == "train" else _read_vocab_file(cfg, ext.from_)
+        added = find_new_tokens(tokenizer, source, ext.min_freq, ext.max_new, what=f"'{name}'")
+        return {VOCAB_KEY: {"added": added, "base_size": len(tokenizer), "source": ext.from_,
+                            "min_freq": ext.min_freq, "max_new": ext.max_new}}
+
+    def data_state(self, splits: Any) -> dict[str, Any] | None:
+        return getattr(splits, "state", None)
+
+    def save_state(self, run: Path, state: dict[str, Any] | None, backbone: Backbone | None = None) -> None:
+        """``data_state.json``, and the extended tokenizer in ``tokenizer/`` (``AutoTokenizer.from_pretrained``
+        reads it) when the vocabulary was extended."""
+        super().save_state(run, state, backbone)
+        if state is not None and state.get(VOCAB_KEY) and backbone is not None:
+            tokenizer = backbone.load_tokenizer()
+            if tokenizer is not None:
+                tokenizer.save_pretrained(run / "tokenizer")
+
+    def build_backbone(self, cfg: RunConfig, state: dict[str, Any] | None) -> Backbone:
+        from headstart.backbones import HFBackbone, SiameseBackbone, build_backbone
+
+        vocab = (state or {}).get(VOCAB_KEY)
+        b = cfg.backbone
+        if vocab is None or b.type != "hf":
+            return build_backbone(b)
+        encoder = HFBackbone(b.name_or_path, pooling=b.pooling, blocks=b.blocks, added_tokens=vocab["added"],
+                             base_size=vocab["base_size"])
+        return SiameseBackbone(encoder, b.fusion) if b.pair == "siamese" else encoder
 
     def load_splits(self, cfg: RunConfig, seed: int) -> Any:
         from headstart.data import load_text_splits
@@ -75,11 +135,23 @@ class TextModality(Modality):
         return build_text_loaders(cfg, parts, backbone.load_tokenizer())
 
     def coverage(self, cfg: RunConfig, train: pd.DataFrame, backbone: Backbone, seed: int) -> Any:
+        """Measured with the tokenizer the model reads with (extended or not); an extended one also reports the
+        base tokenizer's unknown-token rate and how many tokens were added."""
         from headstart.data.text_coverage import measure_coverage
 
         pairs = train["text_pair"].astype(str).tolist() if "text_pair" in train.columns else None
-        return measure_coverage(backbone.load_tokenizer(), train["text"].astype(str).tolist(), pairs,
-                                cfg.data.max_length, seed=seed)
+        texts = train["text"].astype(str).tolist()
+        tokenizer = backbone.load_tokenizer()
+        coverage = measure_coverage(tokenizer, texts, pairs, cfg.data.max_length, seed=seed)
+        added = _added_tokens(backbone)
+        if coverage is not None and added is not None:
+            from headstart.backbones.hf import load_base_tokenizer
+
+            before = measure_coverage(load_base_tokenizer(_encoder(backbone).name_or_path), texts, pairs,
+                                      cfg.data.max_length, seed=seed)
+            coverage.unk_rate_before_extension = None if before is None else before.unk_rate
+            coverage.added_tokens = added
+        return coverage
 
     def read_inputs(self, loaded: Any, path: str | Path, require_labels: bool) -> Inputs:
         from headstart.data import TextClassificationDataset, TextCollator, load_text_frame
@@ -98,6 +170,62 @@ class TextModality(Modality):
         labels = frame["label"].to_numpy() if "label" in frame else None
         loader = make_loader(loaded.cfg, dataset, TextCollator(tokenizer.pad_token_id or 0), train=False)
         return Inputs(loader, frame["row"].to_numpy(), labels)
+
+
+def training_texts(train: pd.DataFrame) -> list[str]:
+    """The texts of a split a vocabulary extension counts: the text column, then the text_pair column."""
+    texts = train["text"].astype(str).tolist()
+    if "text_pair" in train.columns:
+        texts += train["text_pair"].astype(str).tolist()
+    return texts
+
+
+def _read_vocab_file(cfg: RunConfig, path: str) -> list[str]:
+    """``backbone.extend_vocab.from`` as texts: a table (csv / tsv / parquet / jsonl suffix) gives its
+    data.text_column (and data.text_pair_column) values; any other file one text per line (UTF-8)."""
+    from headstart.data.readers import SUFFIXES, read_table
+    from headstart.errors import DataError
+
+    where = "backbone.extend_vocab.from"
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{where} '{path}' is not a file. Give 'train' (the training split's text) or a text file "
+                          f"(one document per line) or a csv / tsv / parquet / jsonl file with the column "
+                          f"data.text_column ('{cfg.data.text_column}').")
+    if any(file.name.lower().endswith(s) for s in SUFFIXES):
+        d = cfg.data
+        columns = [c for c in (d.text_column, d.text_pair_column) if c is not None]
+        frame = read_table(file, "auto", where, text_columns=columns)
+        present = [c for c in columns if c in frame.columns]
+        if not present:
+            raise DataError(f"{where} '{path}' has no column '{d.text_column}' (data.text_column); its columns are "
+                            f"{list(frame.columns)[:10]}. Name a file with that column, or a plain text file with "
+                            f"one document per line.")
+        return [str(v) for c in present for v in frame[c].dropna()]
+    try:
+        return file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where} '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start}). Re-save it as "
+                        f"UTF-8, one document per line.") from None
+
+
+def _pretrained_vocab(cfg: RunConfig) -> dict[str, Any] | None:
+    """The vocabulary extension ``cfg.pretrain``'s export was trained with (its record's data_state), or None."""
+    if not cfg.pretrain:
+        return None
+    from headstart.train.pretrained import read_pretrained_record
+
+    return ((read_pretrained_record(cfg.pretrain) or {}).get("data_state") or {}).get(VOCAB_KEY)
+
+
+def _encoder(backbone: Backbone) -> Any:
+    return getattr(backbone, "encoder", backbone)  # a SiameseBackbone's shared encoder
+
+
+def _added_tokens(backbone: Backbone) -> int | None:
+    """How many tokens the backbone's vocabulary extension added; None when it has none."""
+    added = getattr(_encoder(backbone), "added_tokens", None)
+    return len(added) if added else None
 
 
 register_modality(TextModality())

@@ -1,4 +1,4 @@
-"""Pretraining objectives (supervised, coles, attribute_masking, ...): ``headstart pretrain`` runs one and exports the encoder.
+"""Pretraining objectives (supervised, coles, attribute_masking, mlm, ...): ``headstart pretrain`` runs one and exports the encoder.
 
 Kept light on import (no torch): config validation reads the registry's names.
 """

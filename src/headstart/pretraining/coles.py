@@ -33,11 +33,11 @@ from ptls.frames.coles.sampling_strategies import HardNegativePairSelector
 from ptls.frames.coles.split_strategy import AbsSplit, SampleRandom, SampleSlices
 from ptls.nn.normalization import L2NormEncoder
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from headstart.errors import ConfigError, DataError
 from headstart.pretraining.engine import Prepared, run_objective
-from headstart.pretraining.module import ObjectiveModule, StepOutput
+from headstart.pretraining.module import ObjectiveModule, StepOutput, WithEpoch
 from headstart.pretraining.objectives import Objective, PretrainResult, register_objective
 
 if TYPE_CHECKING:
@@ -101,25 +101,6 @@ class ColesViews(Dataset):
         fields = self.events[index]["events"]
         return [{name: values[torch.from_numpy(np.asarray(ix, dtype=np.int64))] for name, values in fields.items()}
                 for ix in draw_views(self.splitter, int(self.lengths[index]), seeds)]
-
-
-class _WithEpoch(Sampler[list[tuple[int, int]]]):
-    """A training batch sampler's batches with the epoch beside each index (for :class:`ColesViews`). Its
-    ``sampler`` is the wrapped one's, where Lightning sets the epoch (fresh runs and resumes alike)."""
-
-    def __init__(self, batches: Any) -> None:
-        self.batches = batches
-
-    @property
-    def sampler(self) -> Any:
-        return self.batches.sampler
-
-    def __iter__(self) -> Any:
-        epoch = int(self.batches.sampler.epoch)
-        return ([(i, epoch) for i in batch] for batch in self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 def collate_views(batch: list[list[dict[str, torch.Tensor]]]) -> tuple[PaddedBatch, torch.Tensor]:
@@ -285,7 +266,7 @@ class ColesObjective(Objective):
             views = ColesViews(rows, splitter, cfg.trainer.seed, stream=index)
             loaders[name] = make_loader(cfg, views, collate_views, train=name == "train")
             if name == "train":  # the same batches, each index with its epoch
-                loaders[name] = DataLoader(views, batch_sampler=_WithEpoch(loaders[name].batch_sampler),
+                loaders[name] = DataLoader(views, batch_sampler=WithEpoch(loaders[name].batch_sampler),
                                            collate_fn=collate_views, **loader_settings(cfg))
             sizes[name] = modality.describe_split(rows)
         if facts["whole_history_views"]["train"] == len(loaders["train"].dataset):

@@ -124,7 +124,7 @@ def run_objective(cfg: RunConfig, prepare: Any, *, overwrite: bool, resume: bool
                   verbose: bool) -> PretrainResult:
     """Train ``prepare(cfg, split_seed)``'s module into ``cfg.output_dir`` and export its encoder."""
     from headstart.experiments.build import configure_threads, seed_everything
-    from headstart.experiments.rundir import epochs_done, prepare_run_dir
+    from headstart.experiments.rundir import epochs_done, prepare_run_dir, record_failure
     from headstart.modalities import get_modality
 
     t0 = time.perf_counter()
@@ -148,10 +148,13 @@ def run_objective(cfg: RunConfig, prepare: Any, *, overwrite: bool, resume: bool
                   f"torch threads={threads}; run dir {run}")
         if not resume:
             atomic_write_text(run / "config.yaml", config_to_yaml(cfg))
-            modality.save_state(run, prepared.data_state)
+            modality.save_state(run, prepared.data_state, backbone=prepared.module.backbone)
         trainer, callbacks = _train(cfg, run, prepared, resume=resume, verbose=verbose)
         return _finish(cfg, run, prepared, modality, trainer, callbacks, t0, resume=resume, keep_last=keep_last,
                        verbose=verbose, threads=threads, split_seed=split_seed)
+    except BaseException as exc:
+        record_failure(run, exc)
+        raise
     finally:
         lock.release()
 

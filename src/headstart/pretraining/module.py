@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils.data import Sampler
 
 from headstart.backbones import Backbone, check_layer_map
 from headstart.config import OptimConfig
@@ -30,7 +31,7 @@ from headstart.optim import (
     is_no_decay,
 )
 
-__all__ = ["ObjectiveModule", "StepOutput", "to_device"]
+__all__ = ["ObjectiveModule", "StepOutput", "WithEpoch", "to_device"]
 
 log = logging.getLogger("headstart")
 
@@ -208,6 +209,26 @@ def _param_groups(blocks: list[tuple[str, nn.Module]], head: nn.Module | None,
                                "is_head": False})
                 infos.append(info)
     return groups, infos
+
+
+class WithEpoch(Sampler[list[tuple[int, int]]]):
+    """A training batch sampler's batches with the epoch beside each index, for datasets that draw their views /
+    masks from ``(seed, epoch, index)``. Its ``sampler`` is the wrapped one's, where Lightning sets the epoch (fresh
+    runs and resumes alike)."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    @property
+    def sampler(self) -> Any:
+        return self.batches.sampler
+
+    def __iter__(self) -> Any:
+        epoch = int(self.batches.sampler.epoch)
+        return ([(i, epoch) for i in batch] for batch in self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

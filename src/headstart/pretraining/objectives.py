@@ -9,6 +9,8 @@ and the modality's data state), the export ``fit --pretrain RUN_DIR`` loads what
 * ``coles`` (event sequences, :mod:`headstart.pretraining.coles`): contrastive views of each entity's events;
 * ``attribute_masking`` (molecules with the graph encoder, :mod:`headstart.pretraining.masking`): the features of
   some atoms are masked and their elements predicted from the message-passing states (Hu et al., 2020).
+* ``mlm`` (text with a Hugging Face encoder, :mod:`headstart.pretraining.mlm`): masked-language-model training
+  continued on unlabelled text (domain- / task-adaptive pretraining, Gururangan et al., 2020).
 
 A new objective subclasses :class:`Objective` and calls :func:`register_objective`; pretrain, the CLI and the
 config check (``objective.name``) then know it. Built-in objectives are listed here by module so that config
@@ -84,7 +86,7 @@ class SupervisedObjective(Objective):
 _REGISTRY: dict[str, Objective] = {}
 # Built-in objectives: the module that registers each on import (imported on first use, not at validation).
 _BUILTIN = {"supervised": "headstart.pretraining.objectives", "coles": "headstart.pretraining.coles",
-            "attribute_masking": "headstart.pretraining.masking"}
+            "attribute_masking": "headstart.pretraining.masking", "mlm": "headstart.pretraining.mlm"}
 
 
 def register_objective(objective: Objective) -> Objective:
@@ -142,7 +144,8 @@ def _check_settings(cfg: RunConfig, objective: Objective) -> None:
         reads = format_choices(objective.settings) or "no other key"
         raise ConfigError(f"{values} {'is' if len(unused) == 1 else 'are'} set, but objective '{objective.name}' does "
                           f"not read {'it' if len(unused) == 1 else 'them'} (it reads {reads}). Remove "
-                          f"{'it' if len(unused) == 1 else 'them'}, or pick the objective they belong to.")
+                          f"{'it' if len(unused) == 1 else 'them'}, or pick the objective "
+                          f"{'it belongs' if len(unused) == 1 else 'they belong'} to.")
 
 
 register_objective(SupervisedObjective())

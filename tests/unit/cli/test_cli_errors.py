@@ -7,6 +7,7 @@ in well under a second (the model-building ones build the 2-layer tiny BERT, not
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -264,9 +265,37 @@ def test_failed_start_does_not_block_the_next_attempt(tmp_path, tiny_hf_dir, cap
     """A data error after the run dir was created must not turn into 'run dir exists' on the retry."""
     raw = _raw(tmp_path, tiny_hf_dir, data={"label_column": "lable"})
     cfg = _config(tmp_path, raw)
+    run = Path(raw["output_dir"])
     for _ in range(2):
         message = _fails(capsys, ["fit", cfg], "'lable'", "Did you mean 'label'?")
         assert "already exists" not in message
+        # nothing half-made is left: no empty checkpoints/ or plots/, only failed.json saying why and what next
+        assert sorted(p.name for p in run.iterdir() if p.name != ".headstart.lock") == ["failed.json"]
+        failed = json.loads((run / "failed.json").read_text(encoding="utf-8"))
+        assert failed["error"] == "DataError" and "'lable'" in failed["message"] and failed["epochs_done"] == 0
+        assert "run the same command again" in failed["next"]
+    # after the fix the directory is reused and the record of the failure goes
+    raw["data"]["label_column"] = "label"
+    raw["trainer"]["epochs"] = 1
+    assert main(["fit", str(_config(tmp_path, raw))]) == 0
+    assert not (run / "failed.json").exists() and (run / "summary.json").exists()
+
+
+def test_failure_after_files_were_written_says_overwrite(tmp_path, tiny_hf_dir, capsys) -> None:
+    """A run that fails once config.yaml exists keeps its files, says why in failed.json, and the next attempt's
+    refusal quotes that failure."""
+    from headstart.errors import DataError
+    from headstart.experiments.rundir import record_failure
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("task: text_classification\n", encoding="utf-8")
+    record_failure(run, DataError("the val file went missing\nsecond line"))
+    failed = json.loads((run / "failed.json").read_text(encoding="utf-8"))
+    assert not (run / "checkpoints").exists() and "--overwrite" in failed["next"]
+    raw = _raw(tmp_path, tiny_hf_dir, output_dir=str(run))
+    _fails(capsys, ["fit", _config(tmp_path, raw)], "already exists", "an earlier attempt failed: DataError: the val "
+           "file went missing", "--overwrite")
 
 
 def test_resume_without_last_checkpoint(tmp_path, tiny_hf_dir, capsys) -> None:

@@ -169,9 +169,12 @@ def fake_fit(monkeypatch: pytest.MonkeyPatch, tmp_path):
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
-    (["fit", "c.yaml"], {"overwrite": False, "resume": False, "export_pretrained": False, "keep_last": False}),
+    (["fit", "c.yaml"], {"overwrite": False, "resume": False, "export_pretrained": False, "keep_last": False,
+                         "classic_baseline": False}),
     (["fit", "c.yaml", "--keep-last", "--resume"],
-     {"overwrite": False, "resume": True, "export_pretrained": False, "keep_last": True}),
+     {"overwrite": False, "resume": True, "export_pretrained": False, "keep_last": True, "classic_baseline": False}),
+    (["fit", "c.yaml", "--baseline"],
+     {"overwrite": False, "resume": False, "export_pretrained": False, "keep_last": False, "classic_baseline": True}),
     (["pretrain", "c.yaml", "--keep-last", "--overwrite"],
      {"overwrite": True, "resume": False, "export_pretrained": True, "keep_last": True, "verbose": True}),
 ])

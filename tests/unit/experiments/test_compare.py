@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 
@@ -193,3 +194,52 @@ def test_baseline_by_its_plain_name_when_one_strategy_has_it() -> None:
         resolve_baseline("full", two)
     with pytest.raises(ConfigError, match=r"--baseline 'ful' is not one of the strategies .*Did you mean 'full'"):
         resolve_baseline("ful", labels)
+
+
+def test_classic_baseline_row_matches_scikit_learn_and_is_reported(grid) -> None:
+    """The grid's classic row (TF-IDF + logistic regression on the grid's split) is in results.csv, summary.md and
+    report.html, equals a direct scikit-learn run on the same rows, and the reports say whether it wins."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from headstart.baselines import verdict
+    from headstart.config import load_config
+    from headstart.experiments.fit import load_splits
+
+    out = grid["tmp"] / "cmp"
+    with open(out / "results.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    classic = rows[-1]
+    assert classic["strategy"] == "baseline:tfidf_logreg" and classic["status"] == "done" and classic["seed"] == ""
+    assert classic["note"].startswith("classic baseline: TF-IDF + logistic regression (TF-IDF word 1-2-grams, C=")
+    assert grid["second"].classic["strategy"] == "baseline:tfidf_logreg"
+    assert all(r["strategy"] != classic["strategy"] for r in grid["second"].rows)  # not a strategy of the grid
+    saved = json.loads((out / "classic_baseline.json").read_text())
+    splits = load_splits(load_config(grid["config"]), 0)  # the grid's split seed: the base config's seed
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=200_000)
+    model = LogisticRegression(C=saved["result"]["params"]["C"], max_iter=2000)
+    model.fit(vectorizer.fit_transform(splits.train["text"]), splits.train["label"])
+    for split in ("val", "test"):
+        frame = getattr(splits, split)
+        acc = float(np.mean(model.predict(vectorizer.transform(frame["text"])) == frame["label"].to_numpy()))
+        assert float(classic[f"{split}_acc"]) == pytest.approx(acc, abs=1e-12)
+    means = {s: float(np.mean([float(r["test_acc"]) for r in rows if r["strategy"] == s]))
+             for s in ("linear_probe[optim.lr=5e-2]", "full")}
+    sentence = verdict("TF-IDF + logistic regression", float(classic["test_acc"]), means, "test_acc")
+    assert sentence.startswith(("The classic baseline (TF-IDF + logistic regression) beats",
+                                "Every fine-tuned strategy beats the classic baseline"))
+    summary, html = (out / "summary.md").read_text(), (out / "report.html").read_text()
+    assert "## Classic baseline" in summary and "| baseline:tfidf_logreg (classic) | 1 | 0 |" in summary
+    assert sentence in summary and sentence in html and "<h2>Classic baseline</h2>" in html
+
+
+def test_classic_baseline_is_reused_and_can_be_left_out(grid, tmp_path) -> None:
+    shutil.copytree(grid["tmp"] / "cmp", tmp_path / "cmp")
+    saved = tmp_path / "cmp" / "classic_baseline.json"
+    stamp = saved.stat().st_mtime_ns
+    result = run_compare(grid["config"], grid["spec"], "0,1,2", output_dir=tmp_path / "cmp", workers=0, verbose=False)
+    assert saved.stat().st_mtime_ns == stamp and result.classic is not None  # same split: not fitted again
+    assert main(["compare", str(grid["config"]), "--strategies", grid["spec"], "--seeds", "0,1,2", "--workers", "0",
+                 "--output-dir", str(tmp_path / "cmp"), "--no-classic-baseline"]) == 0
+    assert "baseline:" not in (tmp_path / "cmp" / "results.csv").read_text()
+    assert "Classic baseline" not in (tmp_path / "cmp" / "summary.md").read_text()

@@ -191,3 +191,6 @@ def test_compare_on_sequences(tmp_path: Path) -> None:
     assert [r["status"] for r in result.rows] == ["done"] * 6
     assert {r["strategy"] for r in result.rows} == {"linear_probe", "partial:1", "full"}
     assert (tmp_path / "cmp" / "summary.md").exists()
+    # the modality's classic baseline (RFM aggregates + LightGBM) is reported beside them
+    assert result.classic["strategy"] == "baseline:rfm_lightgbm" and result.classic["status"] in ("done", "skipped")
+    assert "baseline:rfm_lightgbm (classic)" in (tmp_path / "cmp" / "summary.md").read_text()

@@ -160,14 +160,14 @@ def test_an_interrupted_coles_run_resumes_to_the_uninterrupted_one(coles_run: Pa
 def test_unknown_objectives_are_refused_with_the_choices(tmp_path: Path, capsys) -> None:
     assert {"supervised", "coles"} <= set(objective_names())
     raw = _coles_raw(tmp_path, name="colez")
-    with pytest.raises(ConfigError, match=r"objective\.name.*'colez'.*attribute_masking, coles, supervised.*Did you mean 'coles'"):
+    with pytest.raises(ConfigError, match=r"objective\.name.*'colez'.*attribute_masking, coles, mlm, supervised.*Did you mean 'coles'"):
         load_config(None, raw=raw)
-    with pytest.raises(ConfigError, match=r"'mlm' is not a pretraining objective; use one of attribute_masking, coles, supervised"):
-        get_objective("mlm")
+    with pytest.raises(ConfigError, match=r"'simclr' is not a pretraining objective; use one of attribute_masking, coles, mlm, supervised"):
+        get_objective("simclr")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(_coles_raw(tmp_path)))
-    assert main(["pretrain", str(path), "--objective", "mlm"]) == 2
-    assert "unknown pretraining objective 'mlm'; choose one of attribute_masking, coles, supervised" in capsys.readouterr().err
+    assert main(["pretrain", str(path), "--objective", "simclr"]) == 2
+    assert "unknown pretraining objective 'simclr'; choose one of attribute_masking, coles, mlm, supervised" in capsys.readouterr().err
     assert main(["fit", str(path), "--objective", "coles"]) == 2
     assert "fit always trains on the labels" in capsys.readouterr().err
 
