@@ -85,6 +85,14 @@ RECIPES = {
 }
 
 
+# Further recipes tried after the main table (run with --recipes NAME; reported below it).
+EXTRA = {
+    "c_long": "+ extension, 4 epochs, encoder lr 5e-4 (full fine-tune)",
+    "d_long": "+ extension + 3-epoch MLM (lr 1e-3), 4 epochs, encoder lr 5e-4 (full fine-tune)",
+}
+ALL = {**RECIPES, **EXTRA}
+
+
 def _config(task: str, recipe: str) -> dict[str, Any]:
     spec = TASKS[task]
     data = {**spec["data"], "batch_size": 32, "eval_batch_size": 256}
@@ -95,12 +103,18 @@ def _config(task: str, recipe: str) -> dict[str, Any]:
         data["accept_unk"] = True
     else:
         raw["backbone"]["extend_vocab"] = dict(EXTEND)
-    if recipe == "mlm":
+    if recipe in ("mlm", "mlm_long"):
         data.pop("train_subset", None)
         if spec["mlm_subset"]:
             data["train_subset"] = spec["mlm_subset"]
         raw["optim"] = {"lr": 5.0e-4, "encoder_lr": 2.0e-4, "scheduler": "cosine", "warmup_epochs": 0.1}
         raw["trainer"] = {"epochs": 1, "seed": 42, "progress_bar": False}
+    if recipe in EXTRA:
+        raw["optim"]["encoder_lr"] = 5.0e-4
+        raw["trainer"]["epochs"] = 4
+    if recipe == "mlm_long":
+        raw["optim"] = {"lr": 1.0e-3, "encoder_lr": 1.0e-3, "scheduler": "cosine", "warmup_epochs": 0.1}
+        raw["trainer"] = {"epochs": 3, "seed": 42, "progress_bar": False}
     if recipe == "e":
         raw["strategy"] = {"name": "linear_probe"}
         raw["optim"] = {"lr": 1.0e-2, "scheduler": "cosine"}
@@ -133,28 +147,31 @@ def run_task(task: str, recipes: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     logs = RUNS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    mlm_dir = RUNS / task / "mlm"
-    if {"d", "e"} & set(recipes):
-        cfg = _write_config(task, "mlm")
+    for name, users in (("mlm", {"d", "e"}), ("mlm_long", {"d_long"})):
+        if not users & set(recipes):
+            continue
+        cfg = _write_config(task, name)
         cmd = ["headstart", "pretrain", _rel(cfg), "--objective", "mlm", "--overwrite"]
-        code, wall = _run(cmd, logs / f"{task}_mlm.log")
+        code, wall = _run(cmd, logs / f"{task}_{name}.log")
         record: dict[str, Any] = {"command": " ".join(cmd), "exit_code": code, "wall_s": round(wall, 1)}
         if code == 0:
-            summary = json.loads((mlm_dir / "summary.json").read_text(encoding="utf-8"))
+            summary = json.loads((RUNS / task / name / "summary.json").read_text(encoding="utf-8"))
             record.update(val=summary.get("val"), tokenizer=summary.get("tokenizer"),
                           epochs=summary.get("epochs_trained", summary.get("best_epoch")))
-        out["mlm"] = record
+        out[name] = record
     for recipe in recipes:
+        mlm = "mlm_long" if recipe == "d_long" else "mlm"
+        mlm_dir = RUNS / task / mlm
         cfg = _write_config(task, recipe)
         cmd = ["headstart", "fit", _rel(cfg), "--overwrite"]
-        if recipe in ("d", "e"):
+        if recipe in ("d", "e", "d_long"):
             cmd += ["--pretrain", _rel(mlm_dir)]
         if recipe == "b":
             cmd += ["--baseline"]  # (a): the classic baseline on the same split, in summary.json
         code, wall = _run(cmd, logs / f"{task}_{recipe}.log")
         record = {"command": " ".join(cmd), "exit_code": code, "wall_s": round(wall, 1)}
-        if recipe in ("d", "e") and "mlm" in out:
-            record["wall_s_with_pretrain"] = round(wall + out["mlm"]["wall_s"], 1)
+        if recipe in ("d", "e", "d_long") and mlm in out:
+            record["wall_s_with_pretrain"] = round(wall + out[mlm]["wall_s"], 1)
         if code == 0:
             summary = json.loads((RUNS / task / recipe / "summary.json").read_text(encoding="utf-8"))
             record.update(test=summary["test"], val=summary["val"], best_epoch=summary["best_epoch"],
@@ -191,7 +208,9 @@ def write_markdown(results: dict[str, Any]) -> None:
         f"Written by `python benchmarks/languages.py` on {meta.get('date', '?')} ({meta.get('machine', '?')}). "
         "Every recipe of a dataset trains on the same seeded split (headstart carves it from the file); test "
         "accuracy and macro-F1 on the test split. Wall time: the whole CLI command (startup, data, training, "
-        "evaluation); (d) and (e) also list it with the MLM pretraining added.",
+        "evaluation); (d) and (e) also list it with the MLM pretraining added. The configs are written by "
+        "`benchmarks/languages.py` (`_config`: MiniLM, mean pooling, batch 32, head lr 1e-3, encoder lr 2e-4, "
+        "cosine, 2 epochs, monitor val_f1; MLM: 1 epoch, lr 5e-4 / 2e-4, mask rate 0.15, token masking).",
         "",
         "Recipes: (a) TF-IDF + logistic regression (`fit --baseline`); " + "; ".join(
             f"({k}) {v}" for k, v in RECIPES.items()) + ".",
@@ -208,31 +227,34 @@ def write_markdown(results: dict[str, Any]) -> None:
                   "|---|---|---|---|---|"]
         a = rec.get("a")
         if a:
-            lines.append(f"| (a) TF-IDF + LR ({a.get('label', a.get('name', ''))}) | {_fmt(_test(a, 'acc'))} | "
+            params = a.get("params") or {}
+            chosen = ", ".join(f"{k}={params[k]}" for k in ("features", "C") if k in params)
+            lines.append(f"| (a) {a.get('label', a.get('name', ''))} ({chosen}) | {_fmt(_test(a, 'acc'))} | "
                          f"{_fmt(_test(a, 'f1'))} | n/a | {_fmt(a.get('wall_time_s'), 1)} |")
-        for key in RECIPES:
+        for key in ALL:
             r = rec.get(key)
             if not r:
                 continue
             if r.get("exit_code"):
-                lines.append(f"| ({key}) {RECIPES[key]} | failed (exit {r['exit_code']}) | | | {r['wall_s']} |")
+                lines.append(f"| ({key}) {ALL[key]} | failed (exit {r['exit_code']}) | | | {r['wall_s']} |")
                 continue
             before = _unk(r, "unk_rate_before_extension")
             after = _unk(r, "unk_rate")
             unk = f"{_fmt(after)}" if before is None else f"{_fmt(before)} -> {_fmt(after)}"
             wall = f"{r['wall_s']}" + (f" ({r['wall_s_with_pretrain']} with MLM)" if "wall_s_with_pretrain" in r else "")
-            lines.append(f"| ({key}) {RECIPES[key]} | {_fmt(_test(r, 'acc'))} | {_fmt(_test(r, 'f1'))} | {unk} | "
+            lines.append(f"| ({key}) {ALL[key]} | {_fmt(_test(r, 'acc'))} | {_fmt(_test(r, 'f1'))} | {unk} | "
                          f"{wall} |")
-        mlm = rec.get("mlm")
-        if mlm:
-            lines += ["", f"MLM pretraining: `{mlm['command']}` (exit {mlm['exit_code']}, {mlm['wall_s']} s); "
-                          f"val {json.dumps(mlm.get('val'))}."]
-        best = max((_test(rec.get(k), "acc") or 0.0) for k in ("c", "d"))
+        for name in ("mlm", "mlm_long"):
+            mlm = rec.get(name)
+            if mlm:
+                val = {k: round(v, 3) for k, v in (mlm.get("val") or {}).items() if isinstance(v, float)}
+                lines += ["", f"MLM pretraining ({name}): exit {mlm['exit_code']}, {mlm['wall_s']} s; val {val}."]
+        best = max((_test(rec.get(k), "acc") or 0.0) for k in ("c", "d", "c_long", "d_long"))
         base = _test(a, "acc") if a else None
-        if base is not None and (rec.get("c") or rec.get("d")):
+        if base is not None and any(rec.get(k) for k in ("c", "d", "c_long", "d_long")):
             judged += 1
             wins += best > base
-            lines += ["", f"Best of (c)/(d): {best:.3f} vs TF-IDF {base:.3f}: "
+            lines += ["", f"Best of the (c)/(d) recipes: {best:.3f} vs TF-IDF {base:.3f}: "
                           f"{'headstart wins' if best > base else 'the baseline wins'}."]
         lines += ["", "Commands:", ""] + [f"- ({k}) `{r['command']}`" for k, r in rec.items() if isinstance(r, dict)
                                           and "command" in r] + [""]
@@ -248,7 +270,7 @@ def write_markdown(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", default=None, choices=list(TASKS))
-    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(ALL))
     parser.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON only")
     args = parser.parse_args(argv)
     results = json.loads(OUT.read_text(encoding="utf-8")) if OUT.exists() else {}

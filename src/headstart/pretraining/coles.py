@@ -36,9 +36,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.errors import ConfigError, DataError
-from headstart.pretraining.engine import Prepared, run_objective
+from headstart.pretraining.engine import Prepared, SelfSupervisedObjective
 from headstart.pretraining.module import ObjectiveModule, StepOutput, WithEpoch
-from headstart.pretraining.objectives import Objective, PretrainResult, register_objective
+from headstart.pretraining.objectives import register_objective
 
 if TYPE_CHECKING:
     from ptls.data_load.padded_batch import PaddedBatch
@@ -195,7 +195,7 @@ class ColesModule(ObjectiveModule):
         return StepOutput(loss, n, metrics)
 
 
-class ColesObjective(Objective):
+class ColesObjective(SelfSupervisedObjective):
     """``objective.name: coles`` for event sequences; see the module docstring."""
 
     name = "coles"
@@ -231,11 +231,6 @@ class ColesObjective(Objective):
             log.info("objective coles: trainer.monitor %s (%s) instead of the classifier's default %s.", monitor,
                      METRICS[monitor], t.monitor)
             t.monitor, t.monitor_mode = monitor, METRICS[monitor]
-
-    def run(self, cfg: RunConfig, *, overwrite: bool, resume: bool, keep_last: bool,
-            verbose: bool) -> PretrainResult:
-        return run_objective(cfg, lambda c, seed: self.prepare(c, seed, verbose), overwrite=overwrite, resume=resume,
-                             keep_last=keep_last, verbose=verbose)
 
     def prepare(self, cfg: RunConfig, split_seed: int, verbose: bool = True) -> Prepared:
         """Unlabelled splits -> views -> loaders, the encoder sized by the training vocabularies, the module."""

@@ -32,10 +32,10 @@ from headstart.config import RunConfig, config_to_yaml
 from headstart.errors import CheckpointError, ConfigError, RunDirError
 from headstart.fileio import atomic_write_text, write_json
 from headstart.pretraining.module import ObjectiveModule, to_device
-from headstart.pretraining.objectives import PretrainResult
+from headstart.pretraining.objectives import Objective, PretrainResult
 from headstart.train.checkpoint import read_state_dict, sidecar_path
 
-__all__ = ["Prepared", "check_objective_config", "run_objective"]
+__all__ = ["Prepared", "SelfSupervisedObjective", "check_objective_config", "run_objective"]
 
 log = logging.getLogger("headstart")
 
@@ -67,6 +67,19 @@ class _EncoderExport:
 
     def weights_state(self) -> dict[str, torch.Tensor]:
         return self.module.encoder_state()
+
+
+class SelfSupervisedObjective(Objective):
+    """An objective that is its data and loss (:meth:`prepare`); the run itself is :func:`run_objective`'s."""
+
+    def prepare(self, cfg: RunConfig, split_seed: int, verbose: bool = True) -> Prepared:
+        """The module, loaders and data state of ``cfg``'s data carved with ``split_seed``."""
+        raise NotImplementedError
+
+    def run(self, cfg: RunConfig, *, overwrite: bool, resume: bool, keep_last: bool,
+            verbose: bool) -> PretrainResult:
+        return run_objective(cfg, lambda c, seed: self.prepare(c, seed, verbose), overwrite=overwrite, resume=resume,
+                             keep_last=keep_last, verbose=verbose)
 
 
 def check_objective_config(cfg: RunConfig, metrics: dict[str, str]) -> None:

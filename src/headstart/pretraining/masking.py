@@ -41,9 +41,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.errors import ConfigError
-from headstart.pretraining.engine import Prepared, check_objective_config, run_objective
+from headstart.pretraining.engine import Prepared, SelfSupervisedObjective, check_objective_config
 from headstart.pretraining.module import ObjectiveModule, StepOutput
-from headstart.pretraining.objectives import Objective, PretrainResult, register_objective
+from headstart.pretraining.objectives import register_objective
 
 if TYPE_CHECKING:
     from torch_geometric.data import Batch, Data
@@ -171,7 +171,7 @@ def load_unlabelled_molecules(cfg: RunConfig, seed: int) -> MoleculeSplits:
     return MoleculeSplits(parts["train"], parts["val"], parts["test"], None, report)
 
 
-class AttributeMaskingObjective(Objective):
+class AttributeMaskingObjective(SelfSupervisedObjective):
     """``objective.name: attribute_masking`` for molecules and the graph encoder; see the module docstring."""
 
     name = "attribute_masking"
@@ -184,11 +184,6 @@ class AttributeMaskingObjective(Objective):
                               f"graph encoder, but backbone.type is '{cfg.backbone.type}'. Set backbone.type: graph "
                               f"(with backbone.graph), or use objective.name: supervised for this backbone.")
         check_objective_config(cfg, METRICS)
-
-    def run(self, cfg: RunConfig, *, overwrite: bool, resume: bool, keep_last: bool,
-            verbose: bool) -> PretrainResult:
-        return run_objective(cfg, lambda c, seed: self.prepare(c, seed, verbose), overwrite=overwrite, resume=resume,
-                             keep_last=keep_last, verbose=verbose)
 
     def prepare(self, cfg: RunConfig, split_seed: int, verbose: bool = True) -> Prepared:
         """Unlabelled splits -> masked-atom datasets -> loaders, the graph encoder, the module."""

@@ -49,9 +49,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from headstart.errors import ConfigError, DataError
-from headstart.pretraining.engine import Prepared, check_objective_config, run_objective
+from headstart.pretraining.engine import Prepared, SelfSupervisedObjective, check_objective_config
 from headstart.pretraining.module import ObjectiveModule, StepOutput, WithEpoch
-from headstart.pretraining.objectives import Objective, PretrainResult, register_objective
+from headstart.pretraining.objectives import register_objective
 
 if TYPE_CHECKING:
     from headstart.backbones import Backbone
@@ -336,7 +336,7 @@ def load_documents(cfg: RunConfig, seed: int) -> tuple[dict[str, list[str]], dic
 
 
 # ----- the objective ------------------------------------------------------------------------------------------
-class MLMObjective(Objective):
+class MLMObjective(SelfSupervisedObjective):
     """``objective.name: mlm`` for text and Hugging Face encoders; see the module docstring."""
 
     name = "mlm"
@@ -352,11 +352,6 @@ class MLMObjective(Objective):
                               "but backbone.pair is 'siamese'. Remove backbone.pair for pretraining; fit --pretrain "
                               "loads the export into a Siamese model's shared encoder.")
         check_objective_config(cfg, METRICS)
-
-    def run(self, cfg: RunConfig, *, overwrite: bool, resume: bool, keep_last: bool,
-            verbose: bool) -> PretrainResult:
-        return run_objective(cfg, lambda c, seed: self.prepare(c, seed, verbose), overwrite=overwrite, resume=resume,
-                             keep_last=keep_last, verbose=verbose)
 
     def prepare(self, cfg: RunConfig, split_seed: int, verbose: bool = True) -> Prepared:
         """Documents -> (extended) vocabulary -> encoder and tokenizer -> masked datasets -> loaders, the module."""

@@ -12,7 +12,9 @@ and the modality's data state), the export ``fit --pretrain RUN_DIR`` loads what
 * ``mlm`` (text with a Hugging Face encoder, :mod:`headstart.pretraining.mlm`): masked-language-model training
   continued on unlabelled text (domain- / task-adaptive pretraining, Gururangan et al., 2020).
 
-A new objective subclasses :class:`Objective` and calls :func:`register_objective`; pretrain, the CLI and the
+A new objective subclasses :class:`Objective` (a self-supervised one
+:class:`~headstart.pretraining.engine.SelfSupervisedObjective`, which only prepares its data and module) and calls
+:func:`register_objective`; pretrain, the CLI and the
 config check (``objective.name``) then know it. Built-in objectives are listed here by module so that config
 validation can name them without importing torch (the CLI validates a config before loading Lightning).
 """

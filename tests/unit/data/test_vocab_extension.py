@@ -19,7 +19,7 @@ import yaml
 
 from conftest import tiny_run_config
 from headstart.config import config_to_yaml, load_config
-from headstart.data.vocab_extension import extend_tokenizer, find_new_tokens, init_new_embeddings
+from headstart.data.vocab_extension import extend_tokenizer, find_new_tokens, init_new_embeddings, token_noise
 from headstart.errors import ConfigError
 
 CHINESE = ["太慢了，差评", "送餐很快，味道不错", "包装破了，汤都洒了", "服务态度很好，下次还来", "菜是凉的，不推荐",
@@ -69,7 +69,7 @@ def test_the_extended_tokenizer_reads_chinese_and_keeps_old_ids(tokenizer) -> No
     assert extended(english)["input_ids"] == tokenizer(english)["input_ids"]
 
 
-def test_new_embedding_rows_start_from_sub_pieces_or_the_mean(tokenizer, tiny_hf_dir: Path) -> None:
+def test_new_embedding_rows_start_from_sub_pieces_or_the_mean_plus_seeded_noise(tokenizer, tiny_hf_dir: Path) -> None:
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(str(tiny_hf_dir))
@@ -82,8 +82,16 @@ def test_new_embedding_rows_start_from_sub_pieces_or_the_mean(tokenizer, tiny_hf
     assert torch.equal(after[:base], before)  # old rows unchanged
     pieces = tokenizer.convert_tokens_to_ids(["x", "##y", "##zzy"])
     torch.testing.assert_close(after[base], before[pieces].mean(dim=0))
-    torch.testing.assert_close(after[base + 1], before.mean(dim=0))
-    torch.testing.assert_close(after[base + 2], before.mean(dim=0))
+    # a new character: the mean plus noise of the existing rows' spread, the same in every rebuild, and
+    # different for different tokens (identical rows would make every new character the same input)
+    std = before.std(dim=0)
+    torch.testing.assert_close(after[base + 1], before.mean(dim=0) + token_noise("慢", std))
+    torch.testing.assert_close(after[base + 2], before.mean(dim=0) + token_noise("##慢", std))
+    assert not torch.allclose(after[base + 1], after[base + 2])
+    assert 0.5 < float(((after[base + 1] - before.mean(dim=0)) / std).std()) < 1.5
+    again = AutoModel.from_pretrained(str(tiny_hf_dir))
+    init_new_embeddings(again, tokenizer, new, base)
+    assert torch.equal(again.get_input_embeddings().weight.detach(), after)
 
 
 def test_tokenizers_other_than_wordpiece_are_refused() -> None:
