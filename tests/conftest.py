@@ -190,3 +190,36 @@ def ctrl_c_in_epoch_2_of(run_name: str) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fit_module, "run_fit", fit)
         yield
+
+
+def assert_pretrain_resumes_exactly(reference_run: Path, config: Path, overrides: list, module_class: type,
+                                    monkeypatch: pytest.MonkeyPatch, same_losses: bool = True) -> None:
+    """A pretraining objective's run (``config`` with ``overrides``) stopped by a real SIGINT in epoch 2, then
+    ``--resume``d, ends like ``reference_run`` (the same config uninterrupted): same val metrics, identical
+    exported weights and, with ``same_losses``, the same training losses per epoch."""
+    import json
+
+    import pandas as pd
+
+    from headstart.config import load_config
+    from headstart.errors import RunInterrupted
+    from headstart.pretraining import run_pretrain
+    from headstart.train.checkpoint import read_state_dict
+    from headstart.train.pretrained import PRETRAINED_WEIGHTS
+
+    def ctrl_c_in_epoch_2(module, outputs, batch, batch_idx) -> None:
+        if module.current_epoch == 1 and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module_class, "on_train_batch_end", ctrl_c_in_epoch_2, raising=False)
+        with pytest.raises(RunInterrupted, match=r"Epoch 1 is saved .* --resume"):
+            run_pretrain(load_config(config, overrides), verbose=False)
+    resumed = run_pretrain(load_config(config, overrides), resume=True, verbose=False)
+    reference = json.loads((reference_run / "summary.json").read_text())
+    assert resumed.summary["resumed"] and resumed.summary["val"] == reference["val"]
+    a, b = read_state_dict(reference_run / PRETRAINED_WEIGHTS), read_state_dict(resumed.run_dir / PRETRAINED_WEIGHTS)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if same_losses:
+        assert np.allclose(pd.read_csv(reference_run / "metrics.csv")["train_loss"],
+                           pd.read_csv(resumed.run_dir / "metrics.csv")["train_loss"])

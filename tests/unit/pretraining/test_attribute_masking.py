@@ -5,14 +5,11 @@ encoder; supervised pretraining on molecules loads the same way."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -21,6 +18,7 @@ import yaml
 pytest.importorskip("rdkit")
 pytest.importorskip("torch_geometric")
 
+from conftest import assert_pretrain_resumes_exactly
 from headstart.backbones.graph import GraphEncoder
 from headstart.config import load_config
 from headstart.data.molecules import (
@@ -30,7 +28,7 @@ from headstart.data.molecules import (
     featurize_all,
     parse_smiles,
 )
-from headstart.errors import ConfigError, RunInterrupted
+from headstart.errors import ConfigError
 from headstart.experiments.fit import run_fit
 from headstart.pretraining import objective_names, run_pretrain
 from headstart.pretraining.masking import (
@@ -261,24 +259,8 @@ def test_attribute_masking_refuses_what_it_cannot_use(tmp_path: Path) -> None:
 
 def test_an_interrupted_masking_run_resumes_to_the_uninterrupted_one(masking_run: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = [(["output_dir"], str(tmp_path / "again"))]
-
-    def ctrl_c_in_epoch_2(module, outputs, batch, batch_idx) -> None:
-        if module.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    config = masking_run.parent / "masking.yaml"
-    with monkeypatch.context() as patch:
-        patch.setattr(MaskingModule, "on_train_batch_end", ctrl_c_in_epoch_2, raising=False)
-        with pytest.raises(RunInterrupted, match=r"Epoch 1 is saved .* --resume"):
-            run_pretrain(load_config(config, overrides), verbose=False)
-    resumed = run_pretrain(load_config(config, overrides), resume=True, verbose=False)
-    reference = json.loads((masking_run / "summary.json").read_text())
-    assert resumed.summary["resumed"] and resumed.summary["val"] == reference["val"]
-    a, b = read_state_dict(masking_run / PRETRAINED_WEIGHTS), read_state_dict(resumed.run_dir / PRETRAINED_WEIGHTS)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert np.allclose(pd.read_csv(masking_run / "metrics.csv")["train_loss"],
-                       pd.read_csv(resumed.run_dir / "metrics.csv")["train_loss"])
+    assert_pretrain_resumes_exactly(masking_run, masking_run.parent / "masking.yaml",
+                                    [(["output_dir"], str(tmp_path / "again"))], MaskingModule, monkeypatch)
 
 
 def test_label_free_pretraining_refuses_several_processes(tmp_path: Path) -> None:

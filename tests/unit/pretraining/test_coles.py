@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +13,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_image_config
+from conftest import assert_pretrain_resumes_exactly, tiny_image_config
 from headstart.cli.main import main
 from headstart.config import PretrainObjectiveConfig, load_config
 from headstart.data.events import EventFields, EventSet
-from headstart.errors import ConfigError, DataError, RunInterrupted
+from headstart.errors import ConfigError, DataError
 from headstart.experiments.fit import build_model_for_splits, load_splits, run_fit
 from headstart.pretraining import get_objective, objective_names, run_pretrain
 from headstart.pretraining.coles import (
@@ -141,20 +139,8 @@ def test_fit_pretrain_loads_every_encoder_key_and_reuses_the_vocabularies(coles_
 def test_an_interrupted_coles_run_resumes_to_the_uninterrupted_one(coles_run: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = [(["objective", "name"], "coles"), (["output_dir"], str(tmp_path / "again"))]
-
-    def ctrl_c_in_epoch_2(module, outputs, batch, batch_idx) -> None:
-        if module.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ColesModule, "on_train_batch_end", ctrl_c_in_epoch_2, raising=False)
-        with pytest.raises(RunInterrupted, match=r"Epoch 1 is saved .* --resume"):
-            run_pretrain(load_config(coles_run.parent / "coles.yaml", overrides), verbose=False)
-    resumed = run_pretrain(load_config(coles_run.parent / "coles.yaml", overrides), resume=True, verbose=False)
-    reference = json.loads((coles_run / "summary.json").read_text())
-    assert resumed.summary["resumed"] and resumed.summary["val"] == reference["val"]
-    a, b = read_state_dict(coles_run / PRETRAINED_WEIGHTS), read_state_dict(resumed.run_dir / PRETRAINED_WEIGHTS)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_pretrain_resumes_exactly(coles_run, coles_run.parent / "coles.yaml", overrides, ColesModule, monkeypatch,
+                                    same_losses=False)
 
 
 def test_unknown_objectives_are_refused_with_the_choices(tmp_path: Path, capsys) -> None:

@@ -5,8 +5,6 @@ on unlabelled text (token / whole-word masking, 80/10/10, seeded masks) and writ
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +16,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_run_config, write_text_csv
+from conftest import assert_pretrain_resumes_exactly, tiny_run_config, write_text_csv
 from headstart.backbones import HFBackbone
 from headstart.config import load_config
-from headstart.errors import ConfigError, DataError, RunInterrupted
+from headstart.errors import ConfigError, DataError
 from headstart.experiments.fit import run_fit
 from headstart.pretraining import objective_names, run_pretrain
 from headstart.pretraining.mlm import (
@@ -259,24 +257,8 @@ def test_mlm_composes_with_vocabulary_extension_and_fit_pretrain_rebuilds_it(tmp
 
 def test_an_interrupted_mlm_run_resumes_to_the_uninterrupted_one(mlm_run: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = [(["output_dir"], str(tmp_path / "again"))]
-
-    def ctrl_c_in_epoch_2(module, outputs, batch, batch_idx) -> None:
-        if module.current_epoch == 1 and batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    config = mlm_run.parent / "mlm.yaml"
-    with monkeypatch.context() as patch:
-        patch.setattr(MLMModule, "on_train_batch_end", ctrl_c_in_epoch_2, raising=False)
-        with pytest.raises(RunInterrupted, match=r"Epoch 1 is saved .* --resume"):
-            run_pretrain(load_config(config, overrides), verbose=False)
-    resumed = run_pretrain(load_config(config, overrides), resume=True, verbose=False)
-    reference = json.loads((mlm_run / "summary.json").read_text())
-    assert resumed.summary["resumed"] and resumed.summary["val"] == reference["val"]
-    a, b = read_state_dict(mlm_run / PRETRAINED_WEIGHTS), read_state_dict(resumed.run_dir / PRETRAINED_WEIGHTS)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert np.allclose(pd.read_csv(mlm_run / "metrics.csv")["train_loss"],
-                       pd.read_csv(resumed.run_dir / "metrics.csv")["train_loss"])
+    assert_pretrain_resumes_exactly(mlm_run, mlm_run.parent / "mlm.yaml", [(["output_dir"], str(tmp_path / "again"))],
+                                    MLMModule, monkeypatch)
 
 
 # ----- refusals -----------------------------------------------------------------------------------------------
