@@ -36,6 +36,8 @@ RUNS = ROOT / "benchmarks" / "runs" / "languages"  # gitignored
 OUT = RESULTS / "languages.json"
 
 SHOP = DATA / "online_shopping_10_cats" / "online_shopping_10_cats.csv.gz"
+SHOP_DATA = {"train": str(SHOP), "text_column": "review", "label_column": "label", "val_fraction": 0.02,
+             "test_fraction": 0.03, "train_subset": 2000, "max_length": 64}
 # Seeded carves: headstart splits the file itself (data.val_fraction / test_fraction / split_seed), so every
 # recipe, and the baseline, sees exactly the same train / val / test rows.
 TASKS: dict[str, dict[str, Any]] = {
@@ -50,15 +52,13 @@ TASKS: dict[str, dict[str, Any]] = {
     "online_shopping_sentiment": {
         "what": "e-commerce review sentiment, 2 classes; seeded 2% val / 3% test of the 62,774 reviews, 2,000 "
                 "labelled training rows (MLM: 10,000 unlabelled training rows)",
-        "data": {"train": str(SHOP), "text_column": "review", "label_column": "label", "val_fraction": 0.02,
-                 "test_fraction": 0.03, "train_subset": 2000, "max_length": 64},
+        "data": SHOP_DATA,
         "mlm_subset": 10000,
     },
     "online_shopping_category": {
         "what": "e-commerce review product category, 10 classes; same fractions (its own stratified carve), 2,000 "
                 "labelled training rows (MLM: 10,000 unlabelled training rows)",
-        "data": {"train": str(SHOP), "text_column": "review", "label_column": "cat", "val_fraction": 0.02,
-                 "test_fraction": 0.03, "train_subset": 2000, "max_length": 64},
+        "data": {**SHOP_DATA, "label_column": "cat"},
         "mlm_subset": 10000,
     },
     "thucnews_titles": {

@@ -158,6 +158,7 @@ class HFBackbone(Backbone):
                 f"back at the model the run was trained from."
             )
         init_new_embeddings(self.model, base, self.added_tokens, len(base))
+        self.base_tokenizer = base  # the coverage report measures the rate before the extension with it
         self._tokenizer = extend_tokenizer(base, self.added_tokens, what)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -145,10 +145,8 @@ class TextModality(Modality):
         coverage = measure_coverage(tokenizer, texts, pairs, cfg.data.max_length, seed=seed)
         added = _added_tokens(backbone)
         if coverage is not None and added is not None:
-            from headstart.backbones.hf import load_base_tokenizer
-
-            before = measure_coverage(load_base_tokenizer(_encoder(backbone).name_or_path), texts, pairs,
-                                      cfg.data.max_length, seed=seed)
+            before = measure_coverage(_encoder(backbone).base_tokenizer, texts, pairs, cfg.data.max_length,
+                                      seed=seed)
             coverage.unk_rate_before_extension = None if before is None else before.unk_rate
             coverage.added_tokens = added
         return coverage
